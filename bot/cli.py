@@ -1,0 +1,110 @@
+"""The `dialobot` command line: `chat`, `run`, `model-info`.
+
+Errors the user can fix (bad config, a model that cannot be loaded) end the program with one line on stderr
+and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+
+from bot.config import DEMO_MODEL, Config, load_config, override
+from bot.errors import DialobotError
+
+logger = logging.getLogger(__name__)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dialobot", description="A self-hosted DialoGPT chat bot.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, help_text: str, model_flags: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--config", help="TOML config file (default: $DIALOBOT_CONFIG, else built-in defaults)")
+        p.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+        if model_flags:
+            p.add_argument("--model", help=f"Hugging Face model id, local model directory, or '{DEMO_MODEL}'")
+            p.add_argument("--quantization", choices=["int8", "none"])
+        return p
+
+    add("chat", "chat with the bot in this terminal (or through a pipe)")
+    add("run", "start every adapter the config enables")
+    add("model-info", "load the model and print its size and quantization")
+    return parser
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
+
+
+def _config(args: argparse.Namespace) -> Config:
+    config = load_config(args.config)
+    return override(config, "model", name=args.model, quantization=args.quantization)
+
+
+async def _serve(config: Config, adapters: list[str]) -> None:
+    from adapters import serve_all
+    from bot.engine import ChatEngine
+    from bot.generation import TorchGenerator
+    from bot.model_loader import load_model
+    from storage import open_store
+
+    if not adapters:
+        raise DialobotError("no adapter is enabled: enable console, discord or slack in the config")
+    loop = asyncio.get_running_loop()
+    loaded = await loop.run_in_executor(None, load_model, config.model)
+    generator = TorchGenerator(loaded, config.generation)
+    store = await open_store(config.storage.resolve_url())
+    try:
+        await serve_all(ChatEngine(store, generator, config), config, adapters)
+    finally:
+        await generator.close()
+        await store.close()
+
+
+def _model_info(config: Config) -> None:
+    from bot.model_loader import load_model
+
+    info = load_model(config.model).info
+    print(f"model:        {info.name}")
+    print(f"source:       {info.source}")
+    print(f"backend:      {info.backend}")
+    print(f"parameters:   {info.parameters:,}")
+    print(f"context:      {info.context} tokens")
+    print(f"quantization: {info.quantization}")
+    print(f"projections:  {info.projections.int8}/{info.projections.total} INT8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = _config(args)
+        if args.verbose:
+            level = "DEBUG"
+        elif args.command == "run":
+            level = config.logging.level
+        else:  # In a terminal chat, only problems should interrupt the conversation.
+            level = "WARNING"
+        _setup_logging(level)
+        if args.command == "model-info":
+            _model_info(config)
+        elif args.command == "chat":
+            asyncio.run(_serve(config, ["console"]))
+        else:
+            from adapters import enabled_adapters
+
+            asyncio.run(_serve(config, enabled_adapters(config)))
+    except DialobotError as exc:
+        print(f"dialobot: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        with contextlib.suppress(Exception):
+            print(file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,168 @@
+"""The one typed configuration object, loaded once from TOML; secrets are read from environment variables.
+
+Every key has a default, so the bot runs with no file at all (console chat, SQLite). Unknown keys are errors:
+a typo should stop start-up, not be silently ignored. Any error becomes one line naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bot.errors import ConfigError
+
+DEMO_MODEL = "demo"
+DEFAULT_MODEL = "microsoft/DialoGPT-medium"
+
+
+def data_dir() -> Path:
+    """Where history lives by default: `$DIALOBOT_DATA_DIR`, else the XDG data directory."""
+    if env := os.environ.get("DIALOBOT_DATA_DIR"):
+        return Path(env)
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "dialobot"
+
+
+def cache_dir() -> Path:
+    """Where built models (the demo model) are cached: `$DIALOBOT_CACHE_DIR`, else the XDG cache directory."""
+    if env := os.environ.get("DIALOBOT_CACHE_DIR"):
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dialobot"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(_Section):
+    name: str = Field(DEFAULT_MODEL, min_length=1)
+    """A Hugging Face model id, a local model directory, or `demo` (built locally on first use)."""
+    quantization: Literal["int8", "none"] = "int8"
+    threads: Annotated[int, Field(ge=0)] = 0
+    """torch intra-op threads; 0 keeps torch's default (one per core)."""
+
+
+class GenerationConfig(_Section):
+    max_new_tokens: Annotated[int, Field(ge=1, le=512)] = 64
+    do_sample: bool = True
+    top_k: Annotated[int, Field(ge=0)] = 50
+    top_p: Annotated[float, Field(gt=0, le=1)] = 0.95
+    temperature: Annotated[float, Field(gt=0)] = 0.8
+    no_repeat_ngram_size: Annotated[int, Field(ge=0)] = 3
+    repetition_penalty: Annotated[float, Field(ge=1)] = 1.1
+    fallback_reply: str = Field("Hmm, I'm not sure what to say to that.", min_length=1)
+    """Sent when the model twice produces an empty reply: the bot never sends an empty message."""
+
+
+class HistoryConfig(_Section):
+    max_turns: Annotated[int, Field(ge=0, le=1000)] = 10
+    """Most recent stored turns (user and bot messages) put in the prompt; fewer if they exceed the context."""
+
+
+class StorageConfig(_Section):
+    path: str = ""
+    """SQLite file; empty means `dialobot.db` in the data directory (`$DIALOBOT_DATA_DIR`)."""
+    url_env: str = ""
+    """Name of an environment variable holding a SQLAlchemy async URL; overrides `path` when set."""
+
+    def resolve_url(self) -> str:
+        """The async SQLAlchemy URL to connect to."""
+        if self.url_env:
+            url = os.environ.get(self.url_env)
+            if not url:
+                raise ConfigError(f"storage.url_env: environment variable {self.url_env} is not set")
+            return url
+        path = Path(self.path).expanduser() if self.path else data_dir() / "dialobot.db"
+        return f"sqlite+aiosqlite:///{path}"
+
+
+class ConsoleConfig(_Section):
+    enabled: bool = True
+    name: str = Field("local", min_length=1, pattern=r"^[^\s:]+$")
+    """The conversation's name: history is kept under `console:<name>`."""
+
+
+class DiscordConfig(_Section):
+    enabled: bool = False
+    token_env: str = "DISCORD_BOT_TOKEN"
+    admin_user_ids: list[str] = []
+    """Discord user ids allowed to `reset` anywhere, DMs included (besides members with Manage Server)."""
+    always_answer_channel_ids: list[str] = []
+    """Channels where the bot answers every message, no mention needed."""
+    answer_bots: bool = False
+    command_guild_id: str = ""
+    """Sync slash commands to this guild only (instant, for testing); empty syncs them globally."""
+    shard_count: Annotated[int, Field(ge=1)] | None = None
+    shard_ids: list[int] | None = None
+
+
+class SlackConfig(_Section):
+    enabled: bool = False
+    mode: Literal["socket", "http"] = "socket"
+    bot_token_env: str = "SLACK_BOT_TOKEN"
+    app_token_env: str = "SLACK_APP_TOKEN"
+    signing_secret_env: str = "SLACK_SIGNING_SECRET"
+    http_host: str = "127.0.0.1"
+    http_port: Annotated[int, Field(ge=1, le=65535)] = 3000
+    admin_user_ids: list[str] = []
+    always_thread: bool = False
+    thread_is_conversation: bool = True
+
+
+class LoggingConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Config(_Section):
+    model: ModelConfig = ModelConfig()
+    generation: GenerationConfig = GenerationConfig()
+    history: HistoryConfig = HistoryConfig()
+    storage: StorageConfig = StorageConfig()
+    console: ConsoleConfig = ConsoleConfig()
+    discord: DiscordConfig = DiscordConfig()
+    slack: SlackConfig = SlackConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"])
+        if item["type"] == "extra_forbidden":
+            parts.append(f"{key}: unknown key")
+        else:
+            parts.append(f"{key}: {item['msg']} (got {item.get('input')!r})")
+    return "; ".join(parts)
+
+
+def parse_config(data: dict, source: str = "config") -> Config:
+    """Validate a config mapping; raise `ConfigError` with one line naming each bad key."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_describe(exc)}") from None
+
+
+def load_config(path: str | os.PathLike | None = None) -> Config:
+    """Load the TOML file at `path` (or `$DIALOBOT_CONFIG`); with neither, the embedded defaults."""
+    path = path or os.environ.get("DIALOBOT_CONFIG")
+    if not path:
+        return Config()
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_config(data, source=str(path))
+
+
+def override(config: Config, section: str, **values) -> Config:
+    """A copy of `config` with some keys of one section replaced (for CLI flags), validated again."""
+    data = config.model_dump()
+    data[section].update({k: v for k, v in values.items() if v is not None})
+    return parse_config(data, source="command line")

@@ -1,0 +1,13 @@
+"""Errors that end start-up with one line for the user instead of a traceback."""
+
+
+class DialobotError(Exception):
+    """An error whose message is complete on its own; the CLI prints it as one line and exits."""
+
+
+class ConfigError(DialobotError):
+    """A bad configuration value; the message names the key."""
+
+
+class ModelLoadError(DialobotError):
+    """A model could not be loaded (not downloadable, not a model directory, ...)."""

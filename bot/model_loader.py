@@ -1,0 +1,115 @@
+"""Loading a DialoGPT model and tokenizer: from the Hugging Face hub, a local directory, or the demo model."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
+
+from bot.config import DEMO_MODEL, ModelConfig
+from bot.errors import ModelLoadError
+from bot.quantize import ProjectionCounts, count_projections, quantize_int8
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """What `status` and `model-info` report about the running model."""
+
+    name: str
+    source: str
+    quantization: str
+    backend: str
+    parameters: int
+    context: int
+    projections: ProjectionCounts
+
+    def summary(self) -> str:
+        quant = "INT8" if self.quantization == "int8" else "FP32"
+        return (
+            f"{self.name} ({quant}, {self.projections.int8}/{self.projections.total} projections INT8, "
+            f"{self.parameters / 1e6:.1f}M parameters, backend {self.backend})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    info: ModelInfo
+
+
+def resolve_source(name: str) -> str:
+    """The local directory or hub id to load for a configured model name (builds the demo model if needed)."""
+    if name == DEMO_MODEL:
+        from bot.demo_model import ensure_demo_model
+
+        return str(ensure_demo_model())
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"model.name: {name} is a path but holds no model (config.json missing)")
+        return str(path)
+    return name
+
+
+def _from_pretrained(source: str, local_files_only: bool):
+    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_files_only)
+    model = AutoModelForCausalLM.from_pretrained(source, local_files_only=local_files_only, dtype=torch.float32)
+    return tokenizer, model
+
+
+def _load_pretrained(source: str):
+    if Path(source).is_dir():
+        return _from_pretrained(source, local_files_only=True)
+    try:  # Once downloaded, a hub model loads with no network at all.
+        return _from_pretrained(source, local_files_only=True)
+    except OSError:
+        pass
+    if os.environ.get("HF_HUB_OFFLINE") not in (None, "", "0"):
+        raise ModelLoadError(
+            f"model {source!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
+            f"use --model {DEMO_MODEL} for the offline demo model"
+        )
+    logger.warning("downloading %s from the Hugging Face hub (first use)", source)
+    try:
+        return _from_pretrained(source, local_files_only=False)
+    except OSError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(
+            f"could not download model {source!r} from the Hugging Face hub ({reason}); "
+            f"use --model {DEMO_MODEL} for the offline demo model"
+        ) from None
+
+
+def load_model(config: ModelConfig) -> LoadedModel:
+    """Load, optionally quantize, and describe the configured model. Slow: call it before serving."""
+    hf_logging.set_verbosity_error()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    source = resolve_source(config.name)
+    tokenizer, model = _load_pretrained(source)
+    if tokenizer.eos_token_id is None:
+        raise ModelLoadError(f"model {config.name!r}: its tokenizer has no EOS token, which DialoGPT prompts need")
+    model.eval()
+    parameters = sum(p.numel() for p in model.parameters())
+    if config.quantization == "int8":
+        quantize_int8(model)
+    context = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
+    info = ModelInfo(
+        name=config.name,
+        source=source,
+        quantization=config.quantization,
+        backend="torch",
+        parameters=parameters,
+        context=int(context),
+        projections=count_projections(model),
+    )
+    logger.info("model ready: %s", info.summary())
+    return LoadedModel(model=model, tokenizer=tokenizer, info=info)

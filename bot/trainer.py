@@ -1,0 +1,93 @@
+"""Training a GPT-2-family causal language model on conversations in DialoGPT's format.
+
+Used to build the demo model from scratch; the same loop fine-tunes a pretrained DialoGPT on an admin's own
+conversations (pass the loaded model and its tokenizer). Seeded, single-process, CPU-friendly.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch.nn.utils.rnn import pad_sequence
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_schedule_with_warmup
+
+from bot.prompt import encode_turn
+
+logger = logging.getLogger(__name__)
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True, slots=True)
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.05
+    max_length: int = 128
+    seed: int = 0
+
+
+def dialog_ids(tokenizer: PreTrainedTokenizerBase, dialog: Sequence[str], max_length: int) -> list[int]:
+    """`turn<eos>turn<eos>...` token ids, as DialoGPT was trained, cut to `max_length`."""
+    eos = tokenizer.eos_token_id
+    ids = [token for turn in dialog for token in [*encode_turn(tokenizer, turn), eos]]
+    return ids[:max_length]
+
+
+def _batches(examples: list[list[int]], batch_size: int, rng: random.Random, pad_id: int):
+    order = list(range(len(examples)))
+    rng.shuffle(order)
+    for start in range(0, len(order), batch_size):
+        chunk = [torch.tensor(examples[i], dtype=torch.long) for i in order[start : start + batch_size]]
+        input_ids = pad_sequence(chunk, batch_first=True, padding_value=pad_id)
+        lengths = torch.tensor([len(c) for c in chunk])
+        mask = (torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]).long()
+        labels = input_ids.masked_fill(mask == 0, IGNORE_INDEX)
+        yield input_ids, mask, labels
+
+
+def train_causal_lm(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    dialogs: Sequence[Sequence[str]],
+    config: TrainConfig,
+    progress: bool = True,
+) -> list[float]:
+    """Train `model` in place on `dialogs`; return the mean loss of each epoch."""
+    torch.manual_seed(config.seed)
+    rng = random.Random(config.seed)
+    examples = [ids for d in dialogs if len(ids := dialog_ids(tokenizer, d, config.max_length)) >= 2]
+    if not examples:
+        raise ValueError("no training examples")
+    steps = config.epochs * math.ceil(len(examples) / config.batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    schedule = get_linear_schedule_with_warmup(optimizer, int(steps * config.warmup_fraction), steps)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    model.train()
+    epoch_losses: list[float] = []
+    with tqdm(total=steps, desc="training", unit="step", disable=not progress) as bar:
+        for epoch in range(config.epochs):
+            total = 0.0
+            count = 0
+            for input_ids, mask, labels in _batches(examples, config.batch_size, rng, pad_id):
+                loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                schedule.step()
+                optimizer.zero_grad(set_to_none=True)
+                total += loss.item()
+                count += 1
+                bar.update(1)
+                bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
+            epoch_losses.append(total / count)
+            logger.debug("epoch %d: mean loss %.3f", epoch + 1, epoch_losses[-1])
+    model.eval()
+    return epoch_losses

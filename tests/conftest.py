@@ -1,0 +1,86 @@
+"""Shared fixtures: a real SQLite history store in a temporary directory, a fake generator, an engine."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from bot.config import Config, parse_config
+from bot.engine import ChatEngine
+from bot.model_loader import ModelInfo
+from bot.quantize import ProjectionCounts
+from storage import SqlHistoryStore, open_store
+
+
+class FakeGenerator:
+    """Answers `echo: <last turn> (<n> turns seen)` after an optional delay; records every prompt it got."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.info = ModelInfo(
+            name="fake",
+            source="fake",
+            quantization="int8",
+            backend="fake",
+            parameters=0,
+            context=1024,
+            projections=ProjectionCounts(int8=4, total=4),
+        )
+        self.delay = delay
+        self.calls: list[list[str]] = []
+        self.replies: list[str] = []  # queued replies to give instead of the echo, first in first out
+        self.fail_with: Exception | None = None
+
+    async def generate(self, turns: Sequence[str]) -> str:
+        self.calls.append(list(turns))
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.fail_with is not None:
+            raise self.fail_with
+        if self.replies:
+            return self.replies.pop(0)
+        return f"echo: {turns[-1]} ({len(turns)} turns seen)"
+
+    async def close(self) -> None:
+        pass
+
+
+class Outbox:
+    """A fake adapter's send: records what the engine would have sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.fail = False
+
+    async def __call__(self, text: str) -> None:
+        if self.fail:
+            raise ConnectionError("platform refused the message")
+        self.sent.append(text)
+
+
+@pytest.fixture
+def db_url(tmp_path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'history.db'}"
+
+
+@pytest.fixture
+async def store(db_url) -> SqlHistoryStore:
+    store = await open_store(db_url)
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+def fake_generator() -> FakeGenerator:
+    return FakeGenerator()
+
+
+@pytest.fixture
+def config() -> Config:
+    return parse_config({"history": {"max_turns": 10}})
+
+
+@pytest.fixture
+def engine(store, fake_generator, config) -> ChatEngine:
+    return ChatEngine(store, fake_generator, config)
