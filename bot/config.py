@@ -108,8 +108,13 @@ class SlackConfig(_Section):
     http_host: str = "127.0.0.1"
     http_port: Annotated[int, Field(ge=1, le=65535)] = 3000
     admin_user_ids: list[str] = []
+    """Slack user ids allowed to `reset` (besides workspace admins and owners)."""
     always_thread: bool = False
+    """In channels, answer in a thread under the user's message even when they wrote at the top level."""
     thread_is_conversation: bool = True
+    """A thread is its own conversation (`slack:<team>:<channel>:<thread_ts>`); false folds it into the channel."""
+    api_url: str = Field("https://slack.com/api/", pattern=r"^https?://")
+    """The Web API base URL: `https://slack-gov.com/api/` for GovSlack, or a local fake in tests."""
 
 
 class LoggingConfig(_Section):

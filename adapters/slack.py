@@ -1,0 +1,305 @@
+"""The Slack adapter: mentions in channels and direct messages, over Socket Mode or the HTTP Events API.
+
+A thin translator on slack-bolt's `AsyncApp`: a Slack event becomes an `IncomingMessage`, the engine answers
+through `send`, which posts with `chat.postMessage`. Every event is acknowledged at once and answered in a
+background task; Slack's re-deliveries are answered once, deduplicated on the event id in the history store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp, AsyncBoltContext, AsyncBoltRequest
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.commands import parse_command
+from bot.config import Config, SlackConfig
+from bot.engine import ChatEngine
+from bot.errors import ConfigError, DialobotError
+from bot.message import IncomingMessage
+
+logger = logging.getLogger(__name__)
+
+MESSAGE_LIMIT = 3000
+"""Characters per posted message; Slack advises at most 4,000 in `text` and truncates far beyond that."""
+RATE_LIMIT_RETRIES = 3
+ADMIN_CACHE_SECONDS = 600.0
+SHUTDOWN_GRACE_SECONDS = 5.0
+EVENTS_PATH = "/slack/events"
+
+# Subtypes that are still a person writing; everything else (message_changed, message_deleted, bot_message,
+# channel_join, ...) is not addressed to the bot.
+USER_SUBTYPES = frozenset({None, "file_share", "thread_broadcast"})
+
+# AsyncApp reads $SLACK_BOT_TOKEN by itself and, handed our client too, warns that the client's token wins.
+# It is the same token: drop the warning rather than confuse whoever reads the start-up log.
+_TOKEN_SKIPPED = warning_client_prioritized_and_token_skipped()
+logging.getLogger("slack_bolt.AsyncApp").addFilter(lambda record: record.getMessage() != _TOKEN_SKIPPED)
+
+
+def read_secret(config: SlackConfig, key: str) -> str:
+    """The value of the environment variable that config key `key` (such as `bot_token_env`) names."""
+    name = getattr(config, key)
+    value = os.environ.get(name, "")
+    if not value:
+        raise ConfigError(f"slack.{key}: environment variable {name} is not set")
+    return value
+
+
+def clean_text(text: str, bot_user_id: str | None) -> str:
+    """The user's words for the model: the bot's own mention removed, Slack's `&amp;` escapes undone."""
+    if bot_user_id:
+        text = re.sub(rf"<@{re.escape(bot_user_id)}(?:\|[^>]*)?>[:,]?", " ", text)
+    text = text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    return " ".join(text.split())
+
+
+def escape_text(text: str) -> str:
+    # Slack reads <...> as control sequences: a model echoing "<!channel>" would otherwise ping everyone.
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def split_message(text: str, limit: int) -> list[str]:
+    """Temporary stand-in for `adapters.message_split.split_message`: line, then word boundaries."""
+    chunks: list[str] = []
+    while len(text) > limit:
+        cut = text.rfind("\n", 0, limit + 1)
+        if cut <= 0:
+            cut = text.rfind(" ", 0, limit + 1)
+        if cut <= 0:
+            cut = limit
+        chunks.append(text[:cut].rstrip())
+        text = text[cut:].lstrip()
+    if text.strip():
+        chunks.append(text)
+    return chunks
+
+
+def make_client(token: str, api_url: str) -> AsyncWebClient:
+    """A Web API client that waits out rate limits (HTTP 429, `Retry-After`) instead of failing."""
+    return AsyncWebClient(
+        token=token,
+        # A base URL without the trailing slash resolves methods wrongly (urljoin drops its last segment).
+        base_url=api_url.rstrip("/") + "/",
+        retry_handlers=[
+            AsyncConnectionErrorRetryHandler(),
+            AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
+        ],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """Where a reply goes: the channel, and the thread to answer in (None: the channel itself)."""
+
+    channel: str
+    thread_ts: str | None
+
+
+class SlackAdapter:
+    """The bolt app, its listeners, and the background tasks answering the events."""
+
+    def __init__(
+        self, engine: ChatEngine, config: Config, client: AsyncWebClient, signing_secret: str = ""
+    ) -> None:
+        self.engine = engine
+        self.slack = config.slack
+        self.client = client
+        # The listener only queues a task, so processing "before the response" still acknowledges at once,
+        # and the task exists (and is ours to await on shutdown) by the time Slack gets the ack.
+        self.app = AsyncApp(
+            name="dialobot",
+            client=self.client,
+            signing_secret=signing_secret,
+            request_verification_enabled=self.slack.mode == "http",
+            process_before_response=True,
+        )
+        self.app.event("app_mention")(self._on_event)
+        self.app.event("message")(self._on_event)
+        self._tasks: set[asyncio.Task] = set()
+        self._admins: dict[str, tuple[bool, float]] = {}
+        self._socket: AsyncSocketModeHandler | None = None
+        self._runner: web.AppRunner | None = None
+
+    # ---- connection ----
+
+    async def check_auth(self) -> None:
+        """Fail at start-up, with one line, if the bot token is refused."""
+        try:
+            auth = await self.client.auth_test()
+        except SlackApiError as exc:
+            raise DialobotError(f"slack: the bot token was refused: {exc.response.get('error')}") from None
+        logger.info(
+            "connected to Slack team %s as %s (%s)", auth.get("team"), auth.get("user"), auth["user_id"]
+        )
+
+    async def start_socket_mode(self, app_token: str) -> None:
+        """Open the Socket Mode WebSocket; returns once connected."""
+        self._socket = AsyncSocketModeHandler(self.app, app_token, web_client=self.client)
+        try:
+            # Ask for the WebSocket URL ourselves: the client would retry a refused app token forever.
+            self._socket.client.wss_uri = await self._socket.client.issue_new_wss_url()
+        except SlackApiError as exc:
+            raise DialobotError(f"slack: the app token was refused: {exc.response.get('error')}") from None
+        await self._socket.connect_async()
+        logger.info("Slack Socket Mode connected")
+
+    async def start_http(self, host: str, port: int) -> int:
+        """Serve the Events API endpoint on `host:port` (0: any free port); returns the bound port."""
+        self._runner = web.AppRunner(self.app.web_app(path=EVENTS_PATH, port=port), access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, host, port).start()
+        bound = self._runner.addresses[0][1]
+        logger.info("Slack Events API endpoint on http://%s:%d%s", host, bound, EVENTS_PATH)
+        return bound
+
+    async def close(self) -> None:
+        """Stop receiving, give in-flight answers a moment to be sent, cancel the rest."""
+        if self._socket is not None:
+            await self._socket.close_async()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=SHUTDOWN_GRACE_SECONDS)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def wait_idle(self) -> None:
+        """Wait until every event received so far has been answered (or dropped)."""
+        while self._tasks:
+            await asyncio.gather(*set(self._tasks), return_exceptions=True)
+
+    # ---- events ----
+
+    async def _on_event(
+        self, body: dict, event: dict, context: AsyncBoltContext, request: AsyncBoltRequest
+    ) -> None:
+        if not self._addressed_to_bot(event, context.bot_user_id):
+            return
+        team = context.team_id or body.get("team_id") or ""
+        # Re-sent events carry `x-slack-retry-num` (lower-cased, list-valued); Socket Mode originals say "0".
+        retry = request.headers.get("x-slack-retry-num", ["0"])[0]
+        if retry != "0":
+            reason = request.headers.get("x-slack-retry-reason", ["?"])[0]
+            logger.info("Slack re-sent event %s (retry %s: %s)", body.get("event_id"), retry, reason)
+        self._spawn(self._answer(team, body.get("event_id"), event, context.bot_user_id))
+
+    def _addressed_to_bot(self, event: dict, bot_user_id: str | None) -> bool:
+        if event.get("bot_id") or event.get("subtype") not in USER_SUBTYPES:
+            return False
+        if not event.get("user") or event["user"] == bot_user_id:
+            return False
+        if event["type"] == "app_mention":
+            # A mention inside a DM also arrives as a `message` event; answer that one only.
+            return not event.get("channel", "").startswith("D")
+        return event.get("channel_type") == "im"
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer(self, team: str, event_id: str | None, event: dict, bot_user_id: str | None) -> None:
+        try:
+            if event_id and not await self.engine.store.claim_event(f"slack:{team}:{event_id}"):
+                logger.info("event %s was already answered; ignoring the re-delivery", event_id)
+                return
+            target, channel_key = self._route(team, event)
+            text = clean_text(event.get("text", ""), bot_user_id)
+            command = parse_command(text)
+            is_admin = bool(command and command.admin_only) and await self._is_admin(team, event["user"])
+            message = IncomingMessage(
+                platform="slack",
+                channel_key=channel_key,
+                author_id=event["user"],
+                text=text,
+                is_admin=is_admin,
+                is_direct=event.get("channel_type") == "im",
+                message_id=event.get("ts"),
+            )
+            await self.engine.handle(message, self._sender(target))
+        except Exception:
+            logger.exception("failed to answer Slack event %s", event_id)
+
+    def _route(self, team: str, event: dict) -> tuple[_Target, str]:
+        """Where to reply, and the conversation's channel key `slack:<team>:<channel>[:<thread_ts>]`."""
+        channel = event["channel"]
+        thread_ts = event.get("thread_ts")
+        if thread_ts is None and self.slack.always_thread and event.get("channel_type") != "im":
+            thread_ts = event.get("ts")
+        key = f"slack:{team}:{channel}"
+        if thread_ts and self.slack.thread_is_conversation:
+            key = f"{key}:{thread_ts}"
+        return _Target(channel, thread_ts), key
+
+    def _sender(self, target: _Target):
+        async def send(text: str) -> None:
+            # Raising here tells the engine the reply was not delivered, so it is not stored as history.
+            for chunk in split_message(escape_text(text), MESSAGE_LIMIT):
+                await self.client.chat_postMessage(
+                    channel=target.channel, text=chunk, thread_ts=target.thread_ts
+                )
+
+        return send
+
+    async def _is_admin(self, team: str, user: str) -> bool:
+        """Whether `user` may run admin commands: listed in the config, or a workspace admin or owner."""
+        if user in self.slack.admin_user_ids:
+            return True
+        cached = self._admins.get(f"{team}:{user}")
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        try:
+            info = (await self.client.users_info(user=user))["user"]
+        except SlackApiError as exc:
+            logger.warning("users.info failed for %s: %s; treating them as not an admin", user, exc)
+            return False
+        is_admin = bool(info.get("is_admin") or info.get("is_owner") or info.get("is_primary_owner"))
+        self._admins[f"{team}:{user}"] = (is_admin, time.monotonic() + ADMIN_CACHE_SECONDS)
+        return is_admin
+
+
+def build_app(engine: ChatEngine, config: Config, client: AsyncWebClient | None = None) -> AsyncApp:
+    """The bolt app with dialobot's listeners, to run under a handler of your own.
+
+    Without `client`, one is made from the configured bot token and `api_url`. In HTTP mode the signing
+    secret is read from the environment.
+    """
+    slack = config.slack
+    client = client or make_client(read_secret(slack, "bot_token_env"), slack.api_url)
+    secret = read_secret(slack, "signing_secret_env") if slack.mode == "http" else ""
+    return SlackAdapter(engine, config, client, secret).app
+
+
+async def serve(engine: ChatEngine, config: Config) -> None:
+    """Answer Slack until cancelled, over Socket Mode or the HTTP Events API as configured."""
+    slack = config.slack
+    token = read_secret(slack, "bot_token_env")
+    app_token = read_secret(slack, "app_token_env") if slack.mode == "socket" else ""
+    secret = read_secret(slack, "signing_secret_env") if slack.mode == "http" else ""
+    adapter = SlackAdapter(engine, config, make_client(token, slack.api_url), secret)
+    try:
+        await adapter.check_auth()
+        if slack.mode == "socket":
+            await adapter.start_socket_mode(app_token)
+        else:
+            await adapter.start_http(slack.http_host, slack.http_port)
+        await asyncio.Event().wait()  # the socket client reconnects by itself; run until cancelled
+    finally:
+        await adapter.close()

@@ -1,0 +1,433 @@
+"""End-to-end tests of the Slack adapter: the real slack-bolt app against a fake Slack on 127.0.0.1.
+
+Socket Mode runs slack_sdk's aiohttp WebSocket client against the fake's socket; HTTP mode posts signed
+requests to the app's own aiohttp endpoint, through bolt's signature verification. Tests read "Slack sends
+this event, expect these Web API calls and this stored history".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from adapters import slack
+from adapters.slack import MESSAGE_LIMIT, SlackAdapter, make_client
+from bot.config import Config, parse_config
+from bot.engine import ChatEngine
+from bot.errors import ConfigError, DialobotError
+from storage import NewTurn, Role, open_store
+from tests.adapters import fake_slack
+from tests.adapters.fake_slack import (
+    APP_TOKEN,
+    BOT_TOKEN,
+    BOT_USER_ID,
+    SIGNING_SECRET,
+    TEAM_ID,
+    FakeSlack,
+    direct_message,
+    event_callback,
+    mention,
+)
+
+CHANNEL_KEY = f"slack:{TEAM_ID}:C1CHAN"
+DM_KEY = f"slack:{TEAM_ID}:D1DM"
+THREADED = mention("in a thread", ts="1700000002.000100", thread_ts="1700000000.000100")
+THREAD_START = "1700000005.000100"
+REFUSAL = "Sorry, only admins can use `reset` here."
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeSlack]:
+    server = FakeSlack()
+    await server.start()
+    yield server
+    await server.close()
+
+
+@pytest.fixture
+def slack_env(monkeypatch) -> None:
+    monkeypatch.setenv("SLACK_BOT_TOKEN", BOT_TOKEN)
+    monkeypatch.setenv("SLACK_APP_TOKEN", APP_TOKEN)
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", SIGNING_SECRET)
+
+
+def slack_config(fake: FakeSlack, **slack_keys) -> Config:
+    return parse_config(
+        {"history": {"max_turns": 10}, "slack": {"enabled": True, "api_url": fake.api_url, **slack_keys}}
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(engine: ChatEngine, config: Config, fake: FakeSlack) -> AsyncIterator[SlackAdapter]:
+    """A started adapter: connected over Socket Mode, or serving HTTP (its URL in `adapter.url`)."""
+    adapter = SlackAdapter(engine, config, make_client(BOT_TOKEN, fake.api_url), SIGNING_SECRET)
+    if config.slack.mode == "socket":
+        await adapter.start_socket_mode(APP_TOKEN)
+        await fake.wait_connected()
+    else:
+        port = await adapter.start_http("127.0.0.1", 0)
+        adapter.url = f"http://127.0.0.1:{port}{slack.EVENTS_PATH}"
+    try:
+        yield adapter
+    finally:
+        await adapter.close()
+
+
+@pytest.fixture
+async def bot(engine, fake) -> AsyncIterator[SlackAdapter]:
+    """The adapter in Socket Mode with the default config."""
+    async with running(engine, slack_config(fake), fake) as adapter:
+        yield adapter
+
+
+async def deliver(fake: FakeSlack, bot: SlackAdapter, event: dict, event_id: str, retry: int = 0) -> None:
+    """Send `event` over the socket, wait for its ack, then for the answer to be finished."""
+    reason = "timeout" if retry else ""
+    await fake.send_event(event_callback(event, event_id), retry_attempt=retry, retry_reason=reason)
+    await bot.wait_idle()
+
+
+async def history(store, key: str) -> list[tuple[str, str]]:
+    return [(turn.role.value, turn.text) for turn in await store.recent_turns(key, 100)]
+
+
+# ---- conversations ----
+
+
+async def test_mention_in_channel_is_acked_then_answered_in_the_channel(fake, bot, store, fake_generator):
+    envelope = await fake.send_event(event_callback(mention("hello there"), "Ev1"))
+    await bot.wait_idle()
+
+    assert [ack["envelope_id"] for ack in fake.acks] == [envelope]
+    assert fake.log.index(f"ack:{envelope}") < fake.log.index("call:chat.postMessage")
+    assert fake.calls_to("auth.test"), "bolt authorizes the first event with auth.test"
+    assert fake.posted == [{"channel": "C1CHAN", "text": "echo: hello there (1 turns seen)"}]
+    assert fake_generator.calls == [["hello there"]]  # the <@U0BOT> mention never reaches the model
+    assert await history(store, CHANNEL_KEY) == [
+        ("user", "hello there"),
+        ("bot", "echo: hello there (1 turns seen)"),
+    ]
+
+
+async def test_dm_and_channel_are_separate_conversations(fake, bot, store, fake_generator):
+    await deliver(fake, bot, mention("in the channel"), "Ev1")
+    await deliver(fake, bot, direct_message("in private"), "Ev2")
+    await deliver(fake, bot, direct_message(f"<@{BOT_USER_ID}> again", ts="1700000001.000200"), "Ev3")
+
+    assert [(p["channel"], p["text"]) for p in fake.posted] == [
+        ("C1CHAN", "echo: in the channel (1 turns seen)"),
+        ("D1DM", "echo: in private (1 turns seen)"),
+        ("D1DM", "echo: again (3 turns seen)"),
+    ]
+    assert len(await history(store, CHANNEL_KEY)) == 2
+    assert len(await history(store, DM_KEY)) == 4
+
+
+async def test_thread_is_answered_in_the_thread_as_its_own_conversation(fake, bot, store):
+    await deliver(fake, bot, mention("top level"), "Ev1")
+    await deliver(fake, bot, THREADED, "Ev2")
+
+    assert fake.posted[1] == {
+        "channel": "C1CHAN",
+        "thread_ts": "1700000000.000100",
+        "text": "echo: in a thread (1 turns seen)",
+    }
+    assert len(await history(store, CHANNEL_KEY)) == 2
+    assert len(await history(store, f"{CHANNEL_KEY}:1700000000.000100")) == 2
+
+
+async def test_thread_folded_into_the_channel_when_configured(fake, engine, store):
+    config = slack_config(fake, thread_is_conversation=False)
+    async with running(engine, config, fake) as bot:
+        await deliver(fake, bot, mention("top level"), "Ev1")
+        await deliver(fake, bot, THREADED, "Ev2")
+
+    assert fake.posted[1]["thread_ts"] == "1700000000.000100"
+    assert fake.posted[1]["text"] == "echo: in a thread (3 turns seen)"
+    assert len(await history(store, CHANNEL_KEY)) == 4
+
+
+async def test_always_thread_answers_top_level_mentions_in_a_thread(fake, engine, store):
+    async with running(engine, slack_config(fake, always_thread=True), fake) as bot:
+        await deliver(fake, bot, mention("start", ts=THREAD_START), "Ev1")
+        await deliver(fake, bot, mention("go on", ts="1700000006.000100", thread_ts=THREAD_START), "Ev2")
+        await deliver(fake, bot, direct_message("hi"), "Ev3")
+
+    assert [(p.get("thread_ts"), p["text"]) for p in fake.posted] == [
+        (THREAD_START, "echo: start (1 turns seen)"),
+        (THREAD_START, "echo: go on (3 turns seen)"),
+        (None, "echo: hi (1 turns seen)"),  # DMs stay flat
+    ]
+    assert len(await history(store, f"{CHANNEL_KEY}:{THREAD_START}")) == 4
+
+
+async def test_bot_edited_deleted_and_own_messages_are_acked_and_ignored(fake, bot, fake_generator):
+    ignored = [
+        direct_message("from another bot", bot_id="B0OTHER", subtype="bot_message"),
+        direct_message("my own reply", user=BOT_USER_ID, bot_id=fake_slack.BOT_ID),
+        {"type": "message", "channel_type": "im", "channel": "D1DM", "subtype": "message_changed",
+         "message": {"user": "U1USER", "text": "edited"}, "ts": "1700000003.000100"},
+        {"type": "message", "channel_type": "im", "channel": "D1DM", "subtype": "message_deleted",
+         "deleted_ts": "1700000000.000200", "ts": "1700000003.000200"},
+        {**direct_message("a channel message"), "channel_type": "channel", "channel": "C1CHAN"},
+        mention("a mention inside a DM also arrives as a message event", channel="D1DM"),
+    ]  # fmt: skip
+    for number, event in enumerate(ignored):
+        await deliver(fake, bot, event, f"EvIgnored{number}")
+
+    assert len(fake.acks) == len(ignored)
+    assert fake.posted == []
+    assert fake_generator.calls == []
+
+
+async def test_slack_markup_is_unescaped_for_the_model_and_escaped_in_replies(fake, bot, fake_generator):
+    fake_generator.replies = ["<!channel> fish & chips"]
+    await deliver(fake, bot, mention("is 1 &lt; 2 &amp; 3 &gt; 2?"), "Ev1")
+
+    assert fake_generator.calls == [["is 1 < 2 & 3 > 2?"]]
+    assert fake.posted[0]["text"] == "&lt;!channel&gt; fish &amp; chips"  # no @channel ping from the model
+
+
+# ---- Slack re-deliveries ----
+
+
+async def test_socket_mode_retry_of_the_same_event_is_answered_once(fake, bot, store):
+    await deliver(fake, bot, mention("hello"), "EvSame")
+    await deliver(fake, bot, mention("hello"), "EvSame", retry=1)
+    await deliver(fake, bot, mention("hello"), "EvSame", retry=2)
+
+    assert len(fake.acks) == 3, "every delivery is acked, so Slack stops re-sending"
+    assert len(fake.posted) == 1
+    assert len(await history(store, CHANNEL_KEY)) == 2
+
+
+async def test_retry_racing_the_original_is_answered_once(fake, engine, fake_generator):
+    fake_generator.delay = 0.3  # the retry arrives while the original is still being generated
+    async with running(engine, slack_config(fake), fake) as bot:
+        await fake.send_event(event_callback(mention("slow"), "EvRace"))
+        await fake.send_event(event_callback(mention("slow"), "EvRace"), retry_attempt=1, retry_reason="x")
+        await bot.wait_idle()
+
+    assert len(fake.acks) == 2
+    assert len(fake.posted) == 1
+
+
+async def test_retry_after_a_restart_is_not_answered_again(fake, db_url, fake_generator, config):
+    first_store = await open_store(db_url)
+    async with running(ChatEngine(first_store, fake_generator, config), slack_config(fake), fake) as bot:
+        await deliver(fake, bot, mention("hello"), "EvRestart")
+    await first_store.close()
+
+    second_store = await open_store(db_url)
+    try:
+        async with running(ChatEngine(second_store, fake_generator, config), slack_config(fake), fake) as bot:
+            await deliver(fake, bot, mention("hello"), "EvRestart", retry=1)
+            await deliver(fake, bot, mention("something new", ts="1700000009.000100"), "EvNew")
+        turns = await history(second_store, CHANNEL_KEY)
+    finally:
+        await second_store.close()
+
+    assert len(fake.acks) == 3
+    assert [p["text"] for p in fake.posted] == [
+        "echo: hello (1 turns seen)",
+        "echo: something new (3 turns seen)",
+    ]
+    assert len(turns) == 4
+
+
+# ---- HTTP Events API ----
+
+
+async def test_http_mention_is_answered_and_its_retry_only_acked(fake, engine, store):
+    async with running(engine, slack_config(fake, mode="http"), fake) as bot:
+        payload = event_callback(mention("over http"), "EvHttp")
+        first = await fake.deliver(bot.url, payload)
+        await bot.wait_idle()
+        retried = await fake.deliver(bot.url, payload, retry_num=1)
+        await bot.wait_idle()
+
+    assert first[0] == retried[0] == 200
+    assert fake.posted == [{"channel": "C1CHAN", "text": "echo: over http (1 turns seen)"}]
+    assert len(await history(store, CHANNEL_KEY)) == 2
+
+
+async def test_http_url_verification_is_answered(fake, engine):
+    async with running(engine, slack_config(fake, mode="http"), fake) as bot:
+        status, body = await fake.deliver(bot.url, {"type": "url_verification", "challenge": "abc123"})
+
+    assert status == 200
+    assert "abc123" in body
+
+
+async def test_http_bad_or_stale_signature_gets_401(fake, engine, fake_generator):
+    payload = event_callback(mention("let me in"), "EvForged")
+    async with running(engine, slack_config(fake, mode="http"), fake) as bot:
+        forged = await fake.deliver(bot.url, payload, secret="not-the-secret")
+        stale = await fake.deliver(bot.url, payload, timestamp=int(time.time()) - 10 * 60)
+        await bot.wait_idle()
+
+    assert forged[0] == 401
+    assert stale[0] == 401
+    assert fake.posted == []
+    assert fake_generator.calls == []
+
+
+# ---- commands and admins ----
+
+
+async def seed_history(store, key: str = CHANNEL_KEY) -> None:
+    await store.append_turns(key, [NewTurn(Role.USER, "U1USER", "hi"), NewTurn(Role.BOT, "bot", "hello")])
+
+
+async def test_reset_by_a_workspace_admin_clears_the_conversation(fake, bot, store):
+    await seed_history(store)
+    fake.users["U2ADMIN"] = {"is_admin": True}
+    await deliver(fake, bot, mention("reset", user="U2ADMIN"), "Ev1")
+    await deliver(fake, bot, mention("reset", user="U2ADMIN", ts="1700000001.000100"), "Ev2")
+
+    assert fake.posted[0]["text"].startswith("History cleared (2 turns deleted)")
+    assert await store.count_turns(CHANNEL_KEY) == 0
+    assert [call.args["user"] for call in fake.calls_to("users.info")] == ["U2ADMIN"], "roles are cached"
+
+
+async def test_reset_by_an_owner_or_a_configured_admin_is_allowed(fake, engine, store):
+    fake.users["U3OWNER"] = {"is_owner": True}
+    async with running(engine, slack_config(fake, admin_user_ids=["U4LISTED"]), fake) as bot:
+        await seed_history(store)
+        await deliver(fake, bot, mention("reset", user="U3OWNER"), "Ev1")
+        await seed_history(store)
+        await deliver(fake, bot, mention("!reset", user="U4LISTED", ts="1700000001.000100"), "Ev2")
+
+    assert [p["text"][:15] for p in fake.posted] == ["History cleared"] * 2
+    assert [call.args["user"] for call in fake.calls_to("users.info")] == ["U3OWNER"]
+
+
+async def test_reset_by_a_non_admin_is_refused_and_deletes_nothing(fake, bot, store):
+    await seed_history(store)
+    fake.users["U1USER"] = {}
+    await deliver(fake, bot, mention("reset"), "Ev1")
+    await deliver(fake, bot, direct_message("reset"), "Ev2")  # the DM is no way around it
+
+    assert [p["text"] for p in fake.posted] == [REFUSAL, REFUSAL]
+    assert await store.count_turns(CHANNEL_KEY) == 2
+
+
+async def test_help_and_status_need_no_role_lookup(fake, bot, store):
+    await deliver(fake, bot, mention("help"), "Ev1")
+    await deliver(fake, bot, mention("status", ts="1700000001.000100"), "Ev2")
+    await deliver(fake, bot, mention("", ts="1700000002.000100"), "Ev3")
+
+    help_text, status_text, hint = (p["text"] for p in fake.posted)
+    assert "reset" in help_text and "(admins only)" in help_text
+    assert "turns stored in this conversation: 0" in status_text
+    assert "Say something" in hint
+    assert fake.calls_to("users.info") == []
+    assert await store.count_turns(CHANNEL_KEY) == 0  # command answers are not chat history
+
+
+# ---- output ----
+
+
+async def test_long_answer_is_split_below_the_limit_in_the_same_thread(fake, bot, store, fake_generator):
+    long_answer = " ".join(f"word{n}" for n in range(2000))  # ~15,000 characters
+    fake_generator.replies = [long_answer]
+    await deliver(fake, bot, mention("tell me everything", thread_ts="1700000000.000001"), "Ev1")
+
+    assert len(fake.posted) >= 5
+    assert all(len(p["text"]) <= MESSAGE_LIMIT for p in fake.posted)
+    assert {p["thread_ts"] for p in fake.posted} == {"1700000000.000001"}
+    assert " ".join(p["text"] for p in fake.posted).split() == long_answer.split()
+    assert (await history(store, f"{CHANNEL_KEY}:1700000000.000001"))[-1] == ("bot", long_answer)
+
+
+async def test_rate_limited_post_is_retried_and_delivered(fake, bot, store):
+    fake.rate_limit_next("chat.postMessage", retry_after=0)
+    await deliver(fake, bot, mention("hello"), "Ev1")
+
+    assert [call.status for call in fake.calls_to("chat.postMessage")] == [429, 200]
+    assert fake.posted == [{"channel": "C1CHAN", "text": "echo: hello (1 turns seen)"}]
+    assert len(await history(store, CHANNEL_KEY)) == 2
+
+
+async def test_failed_post_is_logged_and_not_stored(fake, bot, store, caplog):
+    fake.fail_next("chat.postMessage", "not_in_channel")
+    with caplog.at_level(logging.WARNING):
+        await deliver(fake, bot, mention("hello"), "Ev1")
+
+    assert fake.posted == []
+    assert await store.count_turns(CHANNEL_KEY) == 0
+    assert "not_in_channel" in caplog.text
+
+
+# ---- serve(), secrets and the manifest ----
+
+
+async def test_serve_in_socket_mode_answers_until_cancelled(fake, engine, slack_env):
+    task = asyncio.create_task(slack.serve(engine, slack_config(fake)))
+    await fake.wait_connected()
+    await fake.send_event(event_callback(mention("via serve"), "Ev1"))
+    await fake.wait_for("call:chat.postMessage")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert fake.posted == [{"channel": "C1CHAN", "text": "echo: via serve (1 turns seen)"}]
+    assert fake.calls_to("apps.connections.open")[0].token == APP_TOKEN
+
+
+async def test_serve_in_http_mode_listens_on_the_configured_port(fake, engine, slack_env):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = slack_config(fake, mode="http", http_host="127.0.0.1", http_port=port)
+    task = asyncio.create_task(slack.serve(engine, config))
+    url = f"http://127.0.0.1:{port}{slack.EVENTS_PATH}"
+    for _ in range(100):  # until the server is listening
+        with contextlib.suppress(OSError):
+            status, _ = await fake.deliver(url, event_callback(mention("via http serve"), "Ev1"))
+            break
+        await asyncio.sleep(0.02)
+    await fake.wait_for("call:chat.postMessage")
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+    assert status == 200
+    assert fake.posted[0]["text"] == "echo: via http serve (1 turns seen)"
+
+
+async def test_missing_secret_is_a_config_error_naming_the_key(fake, engine, monkeypatch):
+    monkeypatch.delenv("SLACK_BOT_TOKEN", raising=False)
+    with pytest.raises(ConfigError, match=r"slack\.bot_token_env: environment variable SLACK_BOT_TOKEN"):
+        await slack.serve(engine, slack_config(fake))
+    monkeypatch.setenv("MY_BOT_TOKEN", BOT_TOKEN)
+    monkeypatch.delenv("SLACK_SIGNING_SECRET", raising=False)
+    with pytest.raises(ConfigError, match=r"slack\.signing_secret_env"):
+        await slack.serve(engine, slack_config(fake, mode="http", bot_token_env="MY_BOT_TOKEN"))
+
+
+async def test_refused_tokens_stop_start_up_with_one_line(fake, engine, slack_env, monkeypatch):
+    monkeypatch.setenv("SLACK_APP_TOKEN", "xapp-wrong")
+    with pytest.raises(DialobotError, match="app token was refused: invalid_auth"):
+        await asyncio.wait_for(slack.serve(engine, slack_config(fake)), 5)
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-wrong")
+    with pytest.raises(DialobotError, match="bot token was refused: invalid_auth"):
+        await asyncio.wait_for(slack.serve(engine, slack_config(fake)), 5)
+
+
+def test_manifest_enables_socket_mode_and_the_events_the_adapter_handles():
+    manifest = yaml.safe_load((Path(slack.__file__).parent / "slack_manifest.yml").read_text())
+    settings = manifest["settings"]
+    assert settings["socket_mode_enabled"] is True
+    assert set(settings["event_subscriptions"]["bot_events"]) == {"app_mention", "message.im"}
+    scopes = set(manifest["oauth_config"]["scopes"]["bot"])
+    assert {"app_mentions:read", "chat:write", "im:history", "users:read"} <= scopes
+    assert manifest["features"]["app_home"]["messages_tab_enabled"] is True
