@@ -27,6 +27,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.message_split import split_message
 from bot.commands import parse_command
 from bot.config import Config, SlackConfig
 from bot.engine import ChatEngine
@@ -72,22 +73,6 @@ def clean_text(text: str, bot_user_id: str | None) -> str:
 def escape_text(text: str) -> str:
     # Slack reads <...> as control sequences: a model echoing "<!channel>" would otherwise ping everyone.
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def split_message(text: str, limit: int) -> list[str]:
-    """Temporary stand-in for `adapters.message_split.split_message`: line, then word boundaries."""
-    chunks: list[str] = []
-    while len(text) > limit:
-        cut = text.rfind("\n", 0, limit + 1)
-        if cut <= 0:
-            cut = text.rfind(" ", 0, limit + 1)
-        if cut <= 0:
-            cut = limit
-        chunks.append(text[:cut].rstrip())
-        text = text[cut:].lstrip()
-    if text.strip():
-        chunks.append(text)
-    return chunks
 
 
 def make_client(token: str, api_url: str) -> AsyncWebClient:
