@@ -105,13 +105,14 @@ class SlackAdapter:
         self.engine = engine
         self.slack = config.slack
         self.client = client
+        if not any(isinstance(h, AsyncRateLimitErrorRetryHandler) for h in client.retry_handlers):
+            client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES))
         # The listener only queues a task, so processing "before the response" still acknowledges at once,
         # and the task exists (and is ours to await on shutdown) by the time Slack gets the ack.
         self.app = AsyncApp(
             name="dialobot",
             client=self.client,
-            signing_secret=signing_secret,
-            request_verification_enabled=self.slack.mode == "http",
+            signing_secret=signing_secret,  # bolt checks it on HTTP requests, not in Socket Mode
             process_before_response=True,
         )
         self.app.event("app_mention")(self._on_event)
@@ -130,7 +131,7 @@ class SlackAdapter:
         except SlackApiError as exc:
             raise DialobotError(f"slack: the bot token was refused: {exc.response.get('error')}") from None
         logger.info(
-            "connected to Slack team %s as %s (%s)", auth.get("team"), auth.get("user"), auth["user_id"]
+            "connected to Slack team %s as %s (%s)", auth.get("team"), auth.get("user"), auth.get("user_id")
         )
 
     async def start_socket_mode(self, app_token: str) -> None:
@@ -190,7 +191,7 @@ class SlackAdapter:
             return False
         if not event.get("user") or event["user"] == bot_user_id:
             return False
-        if event["type"] == "app_mention":
+        if event.get("type") == "app_mention":
             # A mention inside a DM also arrives as a `message` event; answer that one only.
             return not event.get("channel", "").startswith("D")
         return event.get("channel_type") == "im"
@@ -263,12 +264,15 @@ class SlackAdapter:
 def build_app(engine: ChatEngine, config: Config, client: AsyncWebClient | None = None) -> AsyncApp:
     """The bolt app with dialobot's listeners, to run under a handler of your own.
 
-    Without `client`, one is made from the configured bot token and `api_url`. In HTTP mode the signing
-    secret is read from the environment.
+    Without `client`, one is made from the configured bot token and `api_url`. The signing secret is read
+    from the environment (required in HTTP mode); HTTP requests without a valid signature get 401.
     """
     slack = config.slack
     client = client or make_client(read_secret(slack, "bot_token_env"), slack.api_url)
-    secret = read_secret(slack, "signing_secret_env") if slack.mode == "http" else ""
+    if slack.mode == "http":
+        secret = read_secret(slack, "signing_secret_env")
+    else:
+        secret = os.environ.get(slack.signing_secret_env, "")
     return SlackAdapter(engine, config, client, secret).app
 
 

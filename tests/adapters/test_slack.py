@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from aiohttp import web
 
 from adapters import slack
 from adapters.slack import MESSAGE_LIMIT, SlackAdapter, make_client
@@ -402,6 +403,23 @@ async def test_serve_in_http_mode_listens_on_the_configured_port(fake, engine, s
 
     assert status == 200
     assert fake.posted[0]["text"] == "echo: via http serve (1 turns seen)"
+
+
+async def test_build_app_serves_under_an_aiohttp_server_of_your_own(fake, engine, slack_env):
+    app = slack.build_app(engine, slack_config(fake, mode="http"))
+    runner = web.AppRunner(app.web_app(path="/events"))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/events"
+    try:
+        forged = await fake.deliver(url, event_callback(mention("forged"), "Ev0"), secret="guess")
+        signed = await fake.deliver(url, event_callback(mention("signed"), "Ev1"))
+        await fake.wait_for("call:chat.postMessage")
+    finally:
+        await runner.cleanup()
+
+    assert (forged[0], signed[0]) == (401, 200)
+    assert fake.posted == [{"channel": "C1CHAN", "text": "echo: signed (1 turns seen)"}]
 
 
 async def test_missing_secret_is_a_config_error_naming_the_key(fake, engine, monkeypatch):
