@@ -1,0 +1,272 @@
+"""The Discord adapter: discord.py's sharded client, translating messages and slash commands for the engine.
+
+The bot answers when mentioned in a server channel, in DMs, and in every message of the channels listed in
+`discord.always_answer_channel_ids` (and their threads). Each channel, thread and DM is one conversation:
+`discord:<guild>:<channel>[:<thread>]`, `discord:dm:<channel>`. Answers are replies to the user's message,
+split to Discord's 2,000-character limit with code blocks intact. `/reset`, `/help` and `/status` are slash
+commands generated from the core's command table; the same words after a mention work too. discord.py's
+HTTP client keeps handling rate limits (429s) itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from contextlib import AsyncExitStack
+from typing import Any
+
+import discord
+from discord import app_commands
+
+from adapters.message_split import split_message
+from bot.commands import COMMANDS
+from bot.config import Config, DiscordConfig
+from bot.engine import ChatEngine
+from bot.errors import ConfigError, DialobotError
+from bot.message import IncomingMessage, Send
+
+logger = logging.getLogger(__name__)
+
+MESSAGE_LIMIT = 2000
+SLASH_DESCRIPTION_LIMIT = 100
+FORBIDDEN_RETRY_SECONDS = 600.0
+"""After a 403 in a channel, its messages are skipped (no model call) this long before the bot tries again."""
+DEVELOPER_PORTAL = "https://discord.com/developers/applications"
+INVITE_SCOPES = ("bot", "applications.commands")
+INVITE_PERMISSIONS = discord.Permissions(
+    view_channel=True, send_messages=True, send_messages_in_threads=True, read_message_history=True
+)
+# Model output must never ping @everyone, roles or users; replying may notify the person answered.
+ALLOWED_MENTIONS = discord.AllowedMentions(everyone=False, users=False, roles=False, replied_user=True)
+ANSWERED_TYPES = frozenset({discord.MessageType.default, discord.MessageType.reply})
+
+
+def intents() -> discord.Intents:
+    """Servers, channels, threads, messages and their text: message content is a privileged intent."""
+    wanted = discord.Intents.none()
+    wanted.guilds = wanted.guild_messages = wanted.dm_messages = wanted.message_content = True
+    return wanted
+
+
+def channel_key(guild_id: int | None, channel: Any) -> str:
+    """The conversation key: `discord:<guild>:<channel>[:<thread>]`, or `discord:dm:<channel>` for a DM."""
+    if guild_id is None:
+        return f"discord:dm:{channel.id}"
+    if isinstance(channel, discord.Thread):
+        return f"discord:{guild_id}:{channel.parent_id}:{channel.id}"
+    return f"discord:{guild_id}:{channel.id}"
+
+
+class DiscordBot(discord.AutoShardedClient):
+    """The bot in many servers from one process: turns events into `IncomingMessage`s for the engine."""
+
+    def __init__(self, engine: ChatEngine, settings: DiscordConfig, **options: Any) -> None:
+        if settings.shard_ids is not None:
+            if settings.shard_count is None:
+                raise ConfigError("discord.shard_ids: set discord.shard_count as well")
+            if any(not 0 <= shard < settings.shard_count for shard in settings.shard_ids):
+                raise ConfigError(f"discord.shard_ids: each id must be from 0 to {settings.shard_count - 1}")
+        options.setdefault("guild_ready_timeout", 2.0)
+        # The bot has no voice: don't warn at start-up that the voice libraries are missing.
+        discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
+        super().__init__(
+            intents=intents(),
+            shard_count=settings.shard_count,
+            shard_ids=settings.shard_ids,
+            allowed_mentions=ALLOWED_MENTIONS,
+            chunk_guilds_at_startup=False,
+            **options,
+        )
+        self.engine = engine
+        self.settings = settings
+        self.tree = app_commands.CommandTree(self)
+        self._admin_ids = frozenset(settings.admin_user_ids)
+        self._always_answer_ids = frozenset(settings.always_answer_channel_ids)
+        self._forbidden_until: dict[int, float] = {}
+        for command in COMMANDS:
+            self.tree.add_command(
+                app_commands.Command(
+                    name=command.name,
+                    description=command.help[:SLASH_DESCRIPTION_LIMIT],
+                    callback=self._slash_callback(command.name),
+                )
+            )
+
+    async def run_until_closed(self, token: str) -> None:
+        """Log in, connect every shard and serve until closed; start-up problems become one-line errors."""
+        try:
+            async with self:
+                await self.start(token)
+        except discord.LoginFailure:
+            raise DialobotError(
+                f"discord: Discord rejected the token in ${self.settings.token_env}"
+            ) from None
+        except discord.PrivilegedIntentsRequired:
+            where = (
+                f"{DEVELOPER_PORTAL}/{self.application_id}/bot" if self.application_id else DEVELOPER_PORTAL
+            )
+            logger.error(
+                "Discord refused the Message Content intent: enable 'Message Content Intent' under "
+                "'Privileged Gateway Intents' at %s, then restart",
+                where,
+            )
+            raise DialobotError(
+                "discord: the Message Content intent is not enabled (see the log above)"
+            ) from None
+
+    async def setup_hook(self) -> None:
+        """After login, before the gateway: log the invite URL and sync the slash commands."""
+        invite = discord.utils.oauth_url(
+            self.application_id, permissions=INVITE_PERMISSIONS, scopes=INVITE_SCOPES
+        )
+        logger.info("invite the bot to a server with %s", invite)
+        guild = (
+            discord.Object(int(self.settings.command_guild_id)) if self.settings.command_guild_id else None
+        )
+        if guild is not None:
+            self.tree.copy_global_to(guild=guild)
+        try:
+            synced = await self.tree.sync(guild=guild)
+        except discord.HTTPException as exc:
+            logger.error("could not sync the slash commands (chat still works): %s", exc)
+            return
+        where = f"to server {guild.id}" if guild else "globally"
+        logger.info("synced %d slash commands %s", len(synced), where)
+
+    async def on_ready(self) -> None:
+        logger.info(
+            "connected to Discord as %s (id %s): %d servers, shards %s of %s",
+            self.user,
+            self.user.id,
+            len(self.guilds),
+            sorted(self.shards),
+            self.shard_count,
+        )
+
+    async def on_message(self, message: discord.Message) -> None:
+        """Answer a message addressed to the bot; ignore everything else."""
+        author = message.author
+        if author.id == self.user.id or message.type not in ANSWERED_TYPES:
+            return
+        if author.bot and not self.settings.answer_bots:
+            return
+        channel = message.channel
+        mentioned = self.user.id in message.raw_mentions
+        is_direct = message.guild is None
+        if not (mentioned or is_direct or self._always_answers(channel)):
+            return
+        text = re.sub(rf"\s*<@!?{self.user.id}>\s*", " ", message.content).strip()
+        if not text and not (mentioned or is_direct):
+            return  # an attachment alone in an always-answer channel: nothing to answer, no hint wanted
+        if self._forbidden_until.get(channel.id, 0.0) > time.monotonic():
+            logger.debug("skipping a message in %s: no permission to send there", channel.id)
+            return
+        guild_id = message.guild.id if message.guild else None
+        incoming = IncomingMessage(
+            platform="discord",
+            channel_key=channel_key(guild_id, await self._resolve(channel, guild_id)),
+            author_id=str(author.id),
+            author_name=author.display_name,
+            text=text,
+            is_admin=self._is_admin(author, getattr(author, "guild_permissions", None)),
+            is_direct=is_direct,
+            message_id=str(message.id),
+        )
+        async with AsyncExitStack() as typing:
+            try:
+                await typing.enter_async_context(channel.typing())
+            except discord.Forbidden:
+                self._note_forbidden(channel.id)
+                return
+            except discord.HTTPException as exc:
+                logger.debug("no typing indicator in %s: %s", incoming.channel_key, exc)
+            await self.engine.handle(incoming, self._reply_sender(message))
+
+    def _reply_sender(self, message: discord.Message) -> Send:
+        channel = message.channel
+        # Still post the answer if the user deleted their message meanwhile, instead of failing the reply.
+        reference = message.to_reference(fail_if_not_exists=False)
+
+        async def send(text: str) -> None:
+            try:
+                for number, chunk in enumerate(split_message(text, MESSAGE_LIMIT)):
+                    await channel.send(chunk, reference=reference if number == 0 else None)
+            except discord.Forbidden:
+                self._note_forbidden(channel.id)
+                raise
+            self._forbidden_until.pop(channel.id, None)
+
+        return send
+
+    def _slash_callback(self, word: str):
+        async def callback(interaction: discord.Interaction) -> None:
+            await self._on_slash_command(interaction, word)
+
+        callback.__name__ = f"slash_{word}"
+        return callback
+
+    async def _on_slash_command(self, interaction: discord.Interaction, word: str) -> None:
+        """Run `/word` as the command `word`; the answer is the interaction's follow-up message."""
+        # Discord drops interactions not acknowledged within 3 s; the channel may be busy generating.
+        await interaction.response.defer(thinking=True)
+        channel = interaction.channel or self.get_partial_messageable(interaction.channel_id)
+        incoming = IncomingMessage(
+            platform="discord",
+            channel_key=channel_key(interaction.guild_id, await self._resolve(channel, interaction.guild_id)),
+            author_id=str(interaction.user.id),
+            author_name=interaction.user.display_name,
+            text=word,
+            is_admin=self._is_admin(
+                interaction.user, interaction.permissions if interaction.guild_id else None
+            ),
+            is_direct=interaction.guild_id is None,
+            message_id=str(interaction.id),
+        )
+
+        async def send(text: str) -> None:
+            for chunk in split_message(text, MESSAGE_LIMIT):
+                await interaction.followup.send(chunk)
+
+        await self.engine.handle(incoming, send)
+
+    async def _resolve(self, channel: Any, guild_id: int | None) -> Any:
+        """The channel itself when the cache only knows its id: a thread's key needs its parent."""
+        if guild_id is None or not isinstance(channel, discord.PartialMessageable):
+            return channel
+        try:
+            return await self.fetch_channel(channel.id)
+        except discord.HTTPException as exc:
+            logger.warning("could not look up channel %s, treating it as a channel: %s", channel.id, exc)
+            return channel
+
+    def _always_answers(self, channel: Any) -> bool:
+        ids = {str(channel.id)}
+        if isinstance(channel, discord.Thread):
+            ids.add(str(channel.parent_id))
+        return not ids.isdisjoint(self._always_answer_ids)
+
+    def _is_admin(self, user: discord.abc.User, permissions: discord.Permissions | None) -> bool:
+        """Configured ids anywhere; in a server, also members with Manage Server or Administrator."""
+        if str(user.id) in self._admin_ids:
+            return True
+        return permissions is not None and (permissions.manage_guild or permissions.administrator)
+
+    def _note_forbidden(self, channel_id: int) -> None:
+        if channel_id not in self._forbidden_until:
+            logger.warning(
+                "no permission to send messages in channel %s (HTTP 403); skipping it for %.0f minutes",
+                channel_id,
+                FORBIDDEN_RETRY_SECONDS / 60,
+            )
+        self._forbidden_until[channel_id] = time.monotonic() + FORBIDDEN_RETRY_SECONDS
+
+
+async def serve(engine: ChatEngine, config: Config) -> None:
+    """Run the Discord bot until its connection ends or the task is cancelled."""
+    settings = config.discord
+    token = os.environ.get(settings.token_env)
+    if not token:
+        raise ConfigError(f"discord.token_env: environment variable {settings.token_env} is not set")
+    await DiscordBot(engine, settings).run_until_closed(token)

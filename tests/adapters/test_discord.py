@@ -1,0 +1,413 @@
+"""End-to-end tests of the Discord adapter: the real discord.py client against a fake Discord on 127.0.0.1.
+
+Each test sends gateway events the way Discord would and asserts on what the bot sent back over REST
+(messages, replies, typing, interaction responses) and on the history the store kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+
+import pytest
+
+from adapters.discord import MESSAGE_LIMIT, DiscordBot, serve
+from bot.config import parse_config
+from bot.engine import EMPTY_MESSAGE_HINT, GENERATION_FAILED, ChatEngine
+from bot.errors import ConfigError, DialobotError
+from storage import NewTurn, Role
+from tests.adapters.fake_discord import MANAGE_GUILD, FakeDiscord, Request, point_discord_py_at
+
+MESSAGE_CONTENT_INTENT = 1 << 15
+
+
+class World:
+    """The fake Discord with one server (channels `general`, `chat`, a thread) and a few people."""
+
+    def __init__(self, fake: FakeDiscord) -> None:
+        self.fake = fake
+        self.guild = fake.add_guild("test server")
+        self.general = fake.add_channel(self.guild, "general")
+        self.chat = fake.add_channel(self.guild, "chat")  # configured as "always answer"
+        self.thread = fake.add_thread(self.general, "side topic")
+        self.alice = fake.user("alice")
+        self.mod = fake.user("mod")
+        self.other_bot = fake.user("otherbot", bot=True)
+        self.dm = fake.add_dm(self.alice)
+        self.mention = f"<@{fake.bot_user['id']}>"
+
+    def key(self, channel: dict) -> str:
+        if channel["type"] == 1:
+            return f"discord:dm:{channel['id']}"
+        if channel["type"] == 11:
+            return f"discord:{self.guild['id']}:{channel['parent_id']}:{channel['id']}"
+        return f"discord:{self.guild['id']}:{channel['id']}"
+
+    async def say(self, channel: dict, content: str, author: dict | None = None, roles=None) -> dict:
+        payload = self.fake.message(channel, author or self.alice, content, roles=roles)
+        await self.fake.dispatch("MESSAGE_CREATE", payload)
+        return payload
+
+    async def replies(self, channel: dict, count: int = 1) -> list[dict]:
+        """The bot's next `count` messages in `channel`, waiting for them."""
+        path = f"/channels/{channel['id']}/messages"
+        found = await self.fake.wait_for(lambda r: r.method == "POST" and r.path == path, count=count)
+        return [r.body for r in found]
+
+    async def slash(self, name: str, channel: dict, user: dict, permissions: int = 0) -> list[Request]:
+        """Run `/name`; return the interaction callback and the follow-up message requests."""
+        payload = self.fake.interaction(name, channel, user, permissions=permissions)
+        await self.fake.dispatch("INTERACTION_CREATE", payload)
+        token = payload["token"]
+        callback = await self.fake.wait_for(lambda r: r.path.endswith(f"/{token}/callback"))
+        followup = await self.fake.wait_for(lambda r: r.method == "POST" and r.path.endswith(f"/{token}"))
+        return callback + followup
+
+
+async def stored(store, key: str, count: int) -> list:
+    """The turns stored under `key` once there are `count` of them (the exchange is stored after sending)."""
+    async with asyncio.timeout(5):
+        # Polling the real store: the engine stores an exchange after sending it, with no event to wait on.
+        while len(turns := await store.recent_turns(key, 100)) < count:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    return turns
+
+
+@pytest.fixture
+async def fake(monkeypatch):
+    fake = FakeDiscord()
+    await fake.start()
+    point_discord_py_at(fake, monkeypatch)
+    yield fake
+    await fake.close()
+
+
+@pytest.fixture
+def world(fake) -> World:
+    return World(fake)
+
+
+@pytest.fixture
+async def start_bot(fake, world, store, fake_generator):
+    """Start the bot with some `[discord]` settings; it is connected and ready when this returns."""
+    running: list[tuple[DiscordBot, asyncio.Task]] = []
+
+    async def start(**settings) -> DiscordBot:
+        settings.setdefault("always_answer_channel_ids", [world.chat["id"]])
+        config = parse_config({"discord": {"enabled": True, **settings}, "history": {"max_turns": 10}})
+        bot = DiscordBot(ChatEngine(store, fake_generator, config), config.discord, guild_ready_timeout=0.05)
+        task = asyncio.create_task(bot.run_until_closed(fake.token))
+        running.append((bot, task))
+        await asyncio.wait_for(bot.wait_until_ready(), timeout=5)
+        return bot
+
+    yield start
+    for bot, task in running:
+        await bot.close()
+        await asyncio.wait_for(task, timeout=5)
+
+
+@pytest.fixture
+async def bot(start_bot) -> DiscordBot:
+    return await start_bot()
+
+
+async def test_answers_a_mention_with_a_reply_while_typing(fake, world, bot, store):
+    asked = await world.say(world.general, f"{world.mention} hello there")
+    [reply] = await world.replies(world.general)
+
+    assert reply["content"] == "echo: hello there (1 turns seen)"
+    assert reply["message_reference"]["message_id"] == int(asked["id"])
+    assert reply["allowed_mentions"]["parse"] == []  # the model's text never pings anyone
+    [typing] = fake.requests_to("POST", rf"/channels/{world.general['id']}/typing")
+    [posted] = fake.requests_to("POST", rf"/channels/{world.general['id']}/messages")
+    assert fake.requests.index(typing) < fake.requests.index(posted)
+    turns = await stored(store, world.key(world.general), 2)
+    assert [(t.role, t.author_id, t.text) for t in turns] == [
+        (Role.USER, world.alice["id"], "hello there"),
+        (Role.BOT, "bot", "echo: hello there (1 turns seen)"),
+    ]
+
+
+async def test_nickname_mention_form_is_stripped_too(world, bot, fake_generator):
+    await world.say(world.general, f"how are <@!{world.fake.bot_user['id']}> you")
+    [reply] = await world.replies(world.general)
+    assert reply["content"] == "echo: how are you (1 turns seen)"
+
+
+async def test_a_bare_mention_gets_a_hint_not_a_model_call(world, bot, fake_generator, store):
+    await world.say(world.general, f"  {world.mention}  ")
+    [reply] = await world.replies(world.general)
+    assert reply["content"] == EMPTY_MESSAGE_HINT
+    assert fake_generator.calls == []
+    assert await store.count_turns(world.key(world.general)) == 0
+
+
+async def test_ignores_server_messages_without_a_mention(world, bot, fake_generator):
+    await world.say(world.general, "just people talking")
+    await world.say(world.general, f"{world.mention} now you")
+    [reply] = await world.replies(world.general)
+    assert reply["content"] == "echo: now you (1 turns seen)"
+    assert fake_generator.calls == [["now you"]]
+
+
+async def test_answers_direct_messages_without_a_mention(world, bot, store):
+    asked = await world.say(world.dm, "hi in private")
+    [reply] = await world.replies(world.dm)
+    assert reply["content"] == "echo: hi in private (1 turns seen)"
+    assert reply["message_reference"]["message_id"] == int(asked["id"])
+    assert len(await stored(store, world.key(world.dm), 2)) == 2
+
+
+async def test_answers_every_message_in_an_always_answer_channel(world, bot, store):
+    await world.say(world.chat, "no mention needed")
+    [reply] = await world.replies(world.chat)
+    assert reply["content"] == "echo: no mention needed (1 turns seen)"
+    assert len(await stored(store, world.key(world.chat), 2)) == 2
+
+
+async def test_ignores_other_bots_and_its_own_messages(world, bot, fake_generator):
+    await world.say(world.chat, "beep from a bot", author=world.other_bot)
+    await world.say(world.chat, f"{world.mention} talking to myself", author=world.fake.bot_user)
+    await world.say(world.chat, "a human")
+    [reply] = await world.replies(world.chat)
+    await asyncio.sleep(0.2)  # give any wrongly accepted message time to be answered
+    assert reply["content"] == "echo: a human (1 turns seen)"
+    assert fake_generator.calls == [["a human"]]
+    assert len(world.fake.sent(world.chat)) == 1
+
+
+async def test_answers_other_bots_when_configured(world, start_bot):
+    await start_bot(answer_bots=True)
+    await world.say(world.chat, "beep from a bot", author=world.other_bot)
+    [reply] = await world.replies(world.chat)
+    assert reply["content"] == "echo: beep from a bot (1 turns seen)"
+
+
+async def test_channel_thread_and_dm_are_separate_conversations(world, bot, store, fake_generator):
+    await world.say(world.general, f"{world.mention} in the channel")
+    await world.replies(world.general)
+    await world.say(world.thread, f"{world.mention} in the thread")
+    [first] = await world.replies(world.thread)
+    await world.say(world.thread, f"{world.mention} again in the thread")
+    await world.replies(world.thread, count=2)
+    await world.say(world.dm, "in private")
+    [private] = await world.replies(world.dm)
+
+    assert first["content"] == "echo: in the thread (1 turns seen)"  # the channel's history is not in it
+    assert fake_generator.calls[2] == [
+        "in the thread",
+        "echo: in the thread (1 turns seen)",
+        "again in the thread",
+    ]
+    assert private["content"] == "echo: in private (1 turns seen)"
+    assert len(await stored(store, world.key(world.general), 2)) == 2
+    assert len(await stored(store, world.key(world.thread), 4)) == 4
+    assert len(await stored(store, world.key(world.dm), 2)) == 2
+    assert (
+        world.key(world.thread) == f"discord:{world.guild['id']}:{world.general['id']}:{world.thread['id']}"
+    )
+
+
+async def test_thread_of_an_always_answer_channel_needs_no_mention(world, fake, bot):
+    thread = fake.add_thread(world.chat, "new thread")
+    await fake.dispatch("THREAD_CREATE", {**thread, "newly_created": True})
+    await world.say(thread, "hello thread")
+    [reply] = await world.replies(thread)
+    assert reply["content"] == "echo: hello thread (1 turns seen)"
+
+
+async def test_a_thread_missing_from_the_cache_is_looked_up_for_its_parent(world, fake, bot, store):
+    thread = fake.add_thread(world.general, "created while nobody watched")  # no THREAD_CREATE sent
+    await world.say(thread, f"{world.mention} hi")
+    await world.replies(thread)
+    assert fake.requests_to("GET", rf"/channels/{thread['id']}")
+    assert (
+        len(await stored(store, f"discord:{world.guild['id']}:{world.general['id']}:{thread['id']}", 2)) == 2
+    )
+
+
+async def test_long_answer_is_split_into_replies_with_code_blocks_intact(world, bot, fake_generator, store):
+    code = "\n".join(f"    total += values[{i}]  # add item {i}" for i in range(80))
+    prose = " ".join(f"word{i}" for i in range(500))
+    answer = f"Here is the loop:\n```python\n{code}\n```\n{prose}\nThat's all."
+    fake_generator.replies = [answer]
+    asked = await world.say(world.general, f"{world.mention} show me code")
+    [_, bot_turn] = await stored(store, world.key(world.general), 2)  # stored once every piece was sent
+    pieces = world.fake.sent(world.general)
+
+    assert len(pieces) >= 3
+    assert all(len(p["content"]) <= MESSAGE_LIMIT for p in pieces)
+    assert pieces[0]["message_reference"]["message_id"] == int(asked["id"])
+    assert all(p.get("message_reference") is None for p in pieces[1:])
+    for piece in pieces:
+        assert len(re.findall(r"^```", piece["content"], re.MULTILINE)) % 2 == 0, piece["content"]
+    code_pieces = [p["content"] for p in pieces if "total +=" in p["content"]]
+    assert len(code_pieces) >= 2 and all(c.startswith("```python\n") for c in code_pieces)
+    sent_code = [line for c in code_pieces for line in c.splitlines() if "total +=" in line]
+    assert sent_code == code.splitlines()
+    assert pieces[-1]["content"].endswith("That's all.")
+    assert bot_turn.text == answer  # history keeps the answer whole
+
+
+async def _seed_history(store, key: str) -> None:
+    await store.append_turns(key, [NewTurn(Role.USER, "1", "hi"), NewTurn(Role.BOT, "bot", "hello")])
+
+
+async def test_slash_reset_by_a_member_with_manage_server(world, bot, store):
+    await _seed_history(store, world.key(world.general))
+    callback, followup = await world.slash("reset", world.general, world.mod, permissions=MANAGE_GUILD)
+    assert callback.body["type"] == 5  # deferred: "dialobot is thinking..."
+    assert followup.body["content"] == "History cleared (2 turns deleted). Let's start over."
+    assert await store.count_turns(world.key(world.general)) == 0
+
+
+async def test_slash_reset_by_anyone_else_is_refused(world, bot, store):
+    await _seed_history(store, world.key(world.general))
+    _, followup = await world.slash("reset", world.general, world.alice)
+    assert followup.body["content"] == "Sorry, only admins can use `reset` here."
+    assert await store.count_turns(world.key(world.general)) == 2
+
+
+async def test_slash_reset_in_a_thread_clears_only_the_thread(world, bot, store):
+    await _seed_history(store, world.key(world.general))
+    await _seed_history(store, world.key(world.thread))
+    await world.slash("reset", world.thread, world.mod, permissions=MANAGE_GUILD)
+    assert await store.count_turns(world.key(world.thread)) == 0
+    assert await store.count_turns(world.key(world.general)) == 2
+
+
+async def test_reset_after_a_mention_follows_the_members_roles(world, bot, store):
+    await _seed_history(store, world.key(world.general))
+    await world.say(world.general, f"{world.mention} reset")
+    [refusal] = await world.replies(world.general)
+    assert refusal["content"] == "Sorry, only admins can use `reset` here."
+    assert await store.count_turns(world.key(world.general)) == 2
+
+    await world.say(
+        world.general,
+        f"{world.mention} reset",
+        author=world.mod,
+        roles=[world.fake.admin_role_id(world.guild)],
+    )
+    [_, done] = await world.replies(world.general, count=2)
+    assert done["content"] == "History cleared (2 turns deleted). Let's start over."
+    assert await store.count_turns(world.key(world.general)) == 0
+
+
+async def test_reset_in_a_dm_only_for_configured_admins(world, start_bot, store):
+    await start_bot(admin_user_ids=[world.mod["id"]])
+    await _seed_history(store, world.key(world.dm))
+    await world.say(world.dm, "reset")
+    [refusal] = await world.replies(world.dm)
+    assert refusal["content"] == "Sorry, only admins can use `reset` here."
+
+    mod_dm = world.fake.add_dm(world.mod)
+    await _seed_history(store, world.key(mod_dm))
+    await world.say(mod_dm, "/reset", author=world.mod)
+    [done] = await world.replies(mod_dm)
+    assert done["content"].startswith("History cleared (2 turns deleted)")
+    assert await store.count_turns(world.key(world.dm)) == 2
+
+
+async def test_slash_help_and_status(world, bot, store):
+    _, help_answer = await world.slash("help", world.dm, world.alice)
+    assert "reset — forget this conversation's history (admins only)" in help_answer.body["content"]
+    await _seed_history(store, world.key(world.dm))
+    _, status = await world.slash("status", world.dm, world.alice)
+    assert "turns stored in this conversation: 2" in status.body["content"]
+
+
+async def test_startup_syncs_slash_commands_and_logs_the_invite_url(fake, world, start_bot, caplog):
+    caplog.set_level(logging.INFO, logger="adapters.discord")
+    await start_bot()
+    [sync] = fake.requests_to("PUT", rf"/applications/{fake.application_id}/commands")
+    assert sorted(c["name"] for c in sync.body) == ["help", "reset", "status"]
+    assert all(c["description"] for c in sync.body)
+    [identify] = fake.identified
+    assert identify["intents"] & MESSAGE_CONTENT_INTENT
+    invite = next(r.getMessage() for r in caplog.records if "invite" in r.getMessage())
+    assert f"client_id={fake.application_id}" in invite
+    assert "scope=bot+applications.commands" in invite
+    assert "permissions=274877975552" in invite  # view, send, send in threads, read history
+    assert fake.token not in caplog.text
+
+
+async def test_command_guild_id_syncs_to_that_server_only(fake, world, start_bot, store):
+    await start_bot(command_guild_id=world.guild["id"])
+    [sync] = fake.requests_to("PUT", r"/applications/\d+(/guilds/\d+)?/commands")
+    assert sync.path == f"/applications/{fake.application_id}/guilds/{world.guild['id']}/commands"
+    await _seed_history(store, world.key(world.general))
+    _, followup = await world.slash("reset", world.general, world.mod, permissions=MANAGE_GUILD)
+    assert followup.body["content"].startswith("History cleared")
+
+
+async def test_runs_the_configured_shards(fake, start_bot):
+    await start_bot(shard_count=2, shard_ids=[1])
+    assert [i["shard"] for i in fake.identified] == [[1, 2]]
+
+
+async def test_a_403_is_logged_once_per_channel_and_nothing_is_stored(
+    world, bot, store, fake_generator, caplog
+):
+    caplog.set_level(logging.WARNING, logger="adapters.discord")
+    world.fake.forbidden_channels.add(world.general["id"])
+    await world.say(world.general, f"{world.mention} first")
+    await world.replies(world.general)  # refused with 403
+    await world.say(world.general, f"{world.mention} second")
+    await world.say(world.chat, "elsewhere")
+    [reply] = await world.replies(world.chat)
+
+    assert reply["content"] == "echo: elsewhere (1 turns seen)"  # the bot kept running
+    assert await store.count_turns(world.key(world.general)) == 0
+    assert fake_generator.calls == [["first"], ["elsewhere"]]  # the second message was skipped
+    warnings = [r for r in caplog.records if "HTTP 403" in r.getMessage()]
+    assert len(warnings) == 1 and world.general["id"] in warnings[0].getMessage()
+
+
+async def test_a_generation_failure_gets_an_apology(world, bot, fake_generator, store):
+    fake_generator.fail_with = RuntimeError("out of memory")
+    await world.say(world.general, f"{world.mention} hello")
+    [reply] = await world.replies(world.general)
+    assert reply["content"] == GENERATION_FAILED
+    assert await store.count_turns(world.key(world.general)) == 0
+    fake_generator.fail_with = None
+    await world.say(world.general, f"{world.mention} hello again")
+    [_, answer] = await world.replies(world.general, count=2)
+    assert answer["content"] == "echo: hello again (1 turns seen)"
+
+
+async def test_refused_message_content_intent_is_one_clear_log_line(
+    fake, world, store, fake_generator, caplog
+):
+    fake.refuse_intents = True
+    config = parse_config({"discord": {"enabled": True}})
+    bot = DiscordBot(ChatEngine(store, fake_generator, config), config.discord, guild_ready_timeout=0.05)
+    with pytest.raises(DialobotError, match="Message Content intent"):
+        await asyncio.wait_for(bot.run_until_closed(fake.token), timeout=5)
+    [line] = [r for r in caplog.records if r.name == "adapters.discord" and r.levelno == logging.ERROR]
+    assert "Message Content Intent" in line.getMessage()
+    assert f"https://discord.com/developers/applications/{fake.application_id}/bot" in line.getMessage()
+
+
+async def test_serve_needs_the_token_variable(monkeypatch, store, fake_generator):
+    monkeypatch.delenv("DIALOBOT_TEST_TOKEN", raising=False)
+    config = parse_config({"discord": {"enabled": True, "token_env": "DIALOBOT_TEST_TOKEN"}})
+    with pytest.raises(
+        ConfigError, match=r"discord\.token_env: environment variable DIALOBOT_TEST_TOKEN is not set"
+    ):
+        await serve(ChatEngine(store, fake_generator, config), config)
+
+
+async def test_serve_runs_until_cancelled(monkeypatch, fake, world, store, fake_generator):
+    monkeypatch.setenv("DIALOBOT_TEST_TOKEN", fake.token)
+    config = parse_config({"discord": {"enabled": True, "token_env": "DIALOBOT_TEST_TOKEN"}})
+    task = asyncio.create_task(serve(ChatEngine(store, fake_generator, config), config))
+    await asyncio.wait_for(fake.shard_connected.wait(), timeout=5)
+    await world.say(world.dm, "are you there?")
+    [reply] = await world.replies(world.dm)
+    assert reply["content"] == "echo: are you there? (1 turns seen)"
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
