@@ -24,7 +24,9 @@ def _parser() -> argparse.ArgumentParser:
 
     def add(name: str, help_text: str, model_flags: bool = True) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--config", help="TOML config file (default: $DIALOBOT_CONFIG, else built-in defaults)")
+        p.add_argument(
+            "--config", help="TOML config file (default: $DIALOBOT_CONFIG, else built-in defaults)"
+        )
         p.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
         if model_flags:
             p.add_argument("--model", help=f"Hugging Face model id, local model directory, or '{DEMO_MODEL}'")

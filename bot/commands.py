@@ -62,7 +62,9 @@ async def _status(ctx: CommandContext) -> str:
 
 COMMANDS: tuple[Command, ...] = (
     Command("help", "list the commands", admin_only=False, handler=_help),
-    Command("status", "show the model, its quantization and this conversation's stored turns", False, _status),
+    Command(
+        "status", "show the model, its quantization and this conversation's stored turns", False, _status
+    ),
     Command("reset", "forget this conversation's history", admin_only=True, handler=_reset),
 )
 _BY_NAME = {command.name: command for command in COMMANDS}

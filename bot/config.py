@@ -59,7 +59,7 @@ class GenerationConfig(_Section):
 
 class HistoryConfig(_Section):
     max_turns: Annotated[int, Field(ge=0, le=1000)] = 10
-    """Most recent stored turns (user and bot messages) put in the prompt; fewer if they exceed the context."""
+    """Most recent stored turns (user and bot messages) in the prompt; fewer if they exceed the context."""
 
 
 class StorageConfig(_Section):
@@ -112,7 +112,7 @@ class SlackConfig(_Section):
     always_thread: bool = False
     """In channels, answer in a thread under the user's message even when they wrote at the top level."""
     thread_is_conversation: bool = True
-    """A thread is its own conversation (`slack:<team>:<channel>:<thread_ts>`); false folds it into the channel."""
+    """A thread is its own conversation (`slack:<team>:<channel>:<thread_ts>`); false: the channel's."""
     api_url: str = Field("https://slack.com/api/", pattern=r"^https?://")
     """The Web API base URL: `https://slack-gov.com/api/` for GovSlack, or a local fake in tests."""
 

@@ -38,9 +38,7 @@ def load_chatterbot_english() -> list[Dialog]:
     return dialogs
 
 
-def split_dialogs(
-    dialogs: list[Dialog], part: Literal["train", "heldout"]
-) -> list[Dialog]:
+def split_dialogs(dialogs: list[Dialog], part: Literal["train", "heldout"]) -> list[Dialog]:
     """The training part or the held-out part of `dialogs` (about 10%, chosen by a hash of each dialog)."""
     want_heldout = part == "heldout"
     return [d for d in dialogs if _is_heldout(d) == want_heldout]

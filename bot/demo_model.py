@@ -1,9 +1,9 @@
 """The offline demo model: a small DialoGPT-architecture model trained here on chatterbot-corpus.
 
-Model weights cannot always be downloaded, and a newcomer must still be able to chat. The demo model is a GPT-2
-(the DialoGPT architecture, 1024 positions) with a byte-level BPE tokenizer, both trained from scratch on the
-corpus's English conversations. It is built on first use into the cache directory, seeded so every build is
-the same, and loaded afterwards like any local model directory.
+Model weights cannot always be downloaded, and a newcomer must still be able to chat. The demo model is a
+GPT-2 (the DialoGPT architecture, 1024 positions) with a byte-level BPE tokenizer, both trained from scratch
+on the corpus's English conversations. It is built on first use into the cache directory, seeded so every
+build is the same, and loaded afterwards like any local model directory.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import shutil
 import tempfile
 import time
@@ -40,9 +41,12 @@ class DemoRecipe:
     vocab_size: int = 4096
     n_layer: int = 4
     n_head: int = 4
-    n_embd: int = 256
+    n_embd: int = 192
     n_positions: int = 1024
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=24, batch_size=32, learning_rate=2e-3))
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(epochs=30, batch_size=16, learning_rate=2e-3)
+    )
+    context_copies: int = 1
     dialog_limit: int | None = None
     """Train on only the first N training dialogs (tests use this for speed)."""
 
@@ -52,6 +56,19 @@ class DemoRecipe:
 
 
 DEMO_RECIPE = DemoRecipe()
+
+
+def with_context(dialogs: list[Dialog], copies: int, seed: int) -> list[Dialog]:
+    """`dialogs`, plus `copies` copies of each preceded by the turns of another random dialog.
+
+    Most corpus dialogs are two turns long, but in a chat the prompt carries several earlier turns; training
+    on dialogs behind unrelated context teaches the model to answer the last turn whatever came before it.
+    """
+    rng = random.Random(seed)
+    augmented = list(dialogs)
+    for _ in range(copies):
+        augmented += [rng.choice(dialogs) + dialog for dialog in dialogs]
+    return augmented
 
 
 def train_tokenizer(dialogs: list[Dialog], vocab_size: int) -> GPT2TokenizerFast:
@@ -74,6 +91,7 @@ def build_demo_model(out_dir: Path, recipe: DemoRecipe = DEMO_RECIPE, progress: 
     if recipe.dialog_limit is not None:
         dialogs = dialogs[: recipe.dialog_limit]
     tokenizer = train_tokenizer(dialogs, recipe.vocab_size)
+    dialogs = with_context(dialogs, recipe.context_copies, seed=recipe.train.seed)
     torch.manual_seed(recipe.train.seed)
     config = GPT2Config(
         vocab_size=len(tokenizer),
@@ -101,7 +119,9 @@ def build_demo_model(out_dir: Path, recipe: DemoRecipe = DEMO_RECIPE, progress: 
     return out_dir
 
 
-def ensure_demo_model(recipe: DemoRecipe = DEMO_RECIPE, root: Path | None = None, progress: bool = True) -> Path:
+def ensure_demo_model(
+    recipe: DemoRecipe = DEMO_RECIPE, root: Path | None = None, progress: bool = True
+) -> Path:
     """The demo model's directory, built first if it is not in the cache yet.
 
     Builds go to a temporary directory renamed into place, under a file lock, so two processes starting at

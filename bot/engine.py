@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 import time
+from asyncio import Lock
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from asyncio import Lock
 
 from bot.commands import CommandContext, parse_command
 from bot.config import Config

@@ -61,7 +61,9 @@ def resolve_source(name: str) -> str:
 
 def _from_pretrained(source: str, local_files_only: bool):
     tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_files_only)
-    model = AutoModelForCausalLM.from_pretrained(source, local_files_only=local_files_only, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(
+        source, local_files_only=local_files_only, dtype=torch.float32
+    )
     return tokenizer, model
 
 
@@ -91,12 +93,15 @@ def _load_pretrained(source: str):
 def load_model(config: ModelConfig) -> LoadedModel:
     """Load, optionally quantize, and describe the configured model. Slow: call it before serving."""
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     if config.threads:
         torch.set_num_threads(config.threads)
     source = resolve_source(config.name)
     tokenizer, model = _load_pretrained(source)
     if tokenizer.eos_token_id is None:
-        raise ModelLoadError(f"model {config.name!r}: its tokenizer has no EOS token, which DialoGPT prompts need")
+        raise ModelLoadError(
+            f"model {config.name!r}: its tokenizer has no EOS token, which DialoGPT prompts need"
+        )
     model.eval()
     parameters = sum(p.numel() for p in model.parameters())
     if config.quantization == "int8":

@@ -10,6 +10,7 @@ INT8 ahead of time, activations quantized on the fly.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -46,9 +47,14 @@ def quantize_int8(model: nn.Module) -> nn.Module:
     """Quantize every linear projection of `model` to dynamic INT8, in place; return the model."""
     model.eval()
     replaced = replace_conv1d(model)
-    quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=True)
+    with warnings.catch_warnings():
+        # torch >= 2.10 announces that quantized tensors will move to torchao; the eager path still works.
+        warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor", category=UserWarning)
+        quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=True)
     counts = count_projections(model)
-    logger.info("quantized %d/%d projections to INT8 (%d Conv1D converted)", counts.int8, counts.total, replaced)
+    logger.info(
+        "quantized %d/%d projections to INT8 (%d Conv1D converted)", counts.int8, counts.total, replaced
+    )
     return model
 
 
@@ -59,7 +65,7 @@ class ProjectionCounts:
 
 
 def count_projections(model: nn.Module) -> ProjectionCounts:
-    """How many linear projections (Linear, Conv1D, dynamic INT8 Linear) the model has, and how many are INT8."""
+    """How many linear projections (Linear, Conv1D, dynamic INT8 Linear) there are, and how many are INT8."""
     int8 = total = 0
     for module in model.modules():
         if isinstance(module, DynamicQuantizedLinear):

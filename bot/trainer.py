@@ -32,6 +32,8 @@ class TrainConfig:
     warmup_fraction: float = 0.05
     max_length: int = 128
     seed: int = 0
+    threads: int = 0
+    """torch threads while training; 0 keeps the current setting. Tiny models train fastest on one."""
 
 
 def dialog_ids(tokenizer: PreTrainedTokenizerBase, dialog: Sequence[str], max_length: int) -> list[int]:
@@ -42,10 +44,13 @@ def dialog_ids(tokenizer: PreTrainedTokenizerBase, dialog: Sequence[str], max_le
 
 
 def _batches(examples: list[list[int]], batch_size: int, rng: random.Random, pad_id: int):
-    order = list(range(len(examples)))
-    rng.shuffle(order)
-    for start in range(0, len(order), batch_size):
-        chunk = [torch.tensor(examples[i], dtype=torch.long) for i in order[start : start + batch_size]]
+    # Batch dialogs of similar length together (random tie-breaks, shuffled batch order): most dialogs are
+    # short, and padding each batch to its longest member would multiply the compute.
+    order = sorted(range(len(examples)), key=lambda i: (len(examples[i]), rng.random()))
+    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    rng.shuffle(batches)
+    for batch in batches:
+        chunk = [torch.tensor(examples[i], dtype=torch.long) for i in batch]
         input_ids = pad_sequence(chunk, batch_first=True, padding_value=pad_id)
         lengths = torch.tensor([len(c) for c in chunk])
         mask = (torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]).long()
@@ -61,13 +66,25 @@ def train_causal_lm(
     progress: bool = True,
 ) -> list[float]:
     """Train `model` in place on `dialogs`; return the mean loss of each epoch."""
+    previous_threads = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    try:
+        return _train(model, tokenizer, dialogs, config, progress)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train(model, tokenizer, dialogs, config: TrainConfig, progress: bool) -> list[float]:
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     examples = [ids for d in dialogs if len(ids := dialog_ids(tokenizer, d, config.max_length)) >= 2]
     if not examples:
         raise ValueError("no training examples")
     steps = config.epochs * math.ceil(len(examples) / config.batch_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
     schedule = get_linear_schedule_with_warmup(optimizer, int(steps * config.warmup_fraction), steps)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     model.train()

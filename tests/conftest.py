@@ -84,3 +84,19 @@ def config() -> Config:
 @pytest.fixture
 def engine(store, fake_generator, config) -> ChatEngine:
     return ChatEngine(store, fake_generator, config)
+
+
+TINY_RECIPE_KWARGS = dict(vocab_size=512, n_layer=2, n_head=2, n_embd=64, context_copies=0, dialog_limit=400)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A DialoGPT-architecture model trained in seconds on part of the corpus: the demo recipe, tiny."""
+    from bot.demo_model import DemoRecipe, ensure_demo_model
+    from bot.trainer import TrainConfig
+
+    recipe = DemoRecipe(
+        **TINY_RECIPE_KWARGS,
+        train=TrainConfig(epochs=6, batch_size=16, learning_rate=3e-3, seed=0, threads=1),
+    )
+    return ensure_demo_model(recipe, root=tmp_path_factory.mktemp("models"), progress=False)
