@@ -75,6 +75,11 @@ def escape_text(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def _is_direct(event: dict) -> bool:
+    """Whether the event happened in a DM (`im`); DM channel ids start with D."""
+    return event.get("channel_type", "im" if event.get("channel", "").startswith("D") else "") == "im"
+
+
 def make_client(token: str, api_url: str) -> AsyncWebClient:
     """A Web API client that waits out rate limits (HTTP 429, `Retry-After`) instead of failing."""
     return AsyncWebClient(
@@ -179,12 +184,13 @@ class SlackAdapter:
         if not self._addressed_to_bot(event, context.bot_user_id):
             return
         team = context.team_id or body.get("team_id") or ""
+        event_id = body.get("event_id") or f"{event.get('channel')}:{event.get('ts')}"
         # Re-sent events carry `x-slack-retry-num` (lower-cased, list-valued); Socket Mode originals say "0".
         retry = request.headers.get("x-slack-retry-num", ["0"])[0]
         if retry != "0":
             reason = request.headers.get("x-slack-retry-reason", ["?"])[0]
-            logger.info("Slack re-sent event %s (retry %s: %s)", body.get("event_id"), retry, reason)
-        self._spawn(self._answer(team, body.get("event_id"), event, context.bot_user_id))
+            logger.info("Slack re-sent event %s (retry %s: %s)", event_id, retry, reason)
+        self._spawn(self._answer(team, event_id, event, context.bot_user_id))
 
     def _addressed_to_bot(self, event: dict, bot_user_id: str | None) -> bool:
         if event.get("bot_id") or event.get("subtype") not in USER_SUBTYPES:
@@ -193,17 +199,17 @@ class SlackAdapter:
             return False
         if event.get("type") == "app_mention":
             # A mention inside a DM also arrives as a `message` event; answer that one only.
-            return not event.get("channel", "").startswith("D")
-        return event.get("channel_type") == "im"
+            return not _is_direct(event)
+        return _is_direct(event)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _answer(self, team: str, event_id: str | None, event: dict, bot_user_id: str | None) -> None:
+    async def _answer(self, team: str, event_id: str, event: dict, bot_user_id: str | None) -> None:
         try:
-            if event_id and not await self.engine.store.claim_event(f"slack:{team}:{event_id}"):
+            if not await self.engine.store.claim_event(f"slack:{team}:{event_id}"):
                 logger.info("event %s was already answered; ignoring the re-delivery", event_id)
                 return
             target, channel_key = self._route(team, event)
@@ -216,7 +222,7 @@ class SlackAdapter:
                 author_id=event["user"],
                 text=text,
                 is_admin=is_admin,
-                is_direct=event.get("channel_type") == "im",
+                is_direct=_is_direct(event),
                 message_id=event.get("ts"),
             )
             await self.engine.handle(message, self._sender(target))
@@ -227,7 +233,7 @@ class SlackAdapter:
         """Where to reply, and the conversation's channel key `slack:<team>:<channel>[:<thread_ts>]`."""
         channel = event["channel"]
         thread_ts = event.get("thread_ts")
-        if thread_ts is None and self.slack.always_thread and event.get("channel_type") != "im":
+        if thread_ts is None and self.slack.always_thread and not _is_direct(event):
             thread_ts = event.get("ts")
         key = f"slack:{team}:{channel}"
         if thread_ts and self.slack.thread_is_conversation:
@@ -253,7 +259,7 @@ class SlackAdapter:
             return cached[0]
         try:
             info = (await self.client.users_info(user=user))["user"]
-        except SlackApiError as exc:
+        except Exception as exc:
             logger.warning("users.info failed for %s: %s; treating them as not an admin", user, exc)
             return False
         is_admin = bool(info.get("is_admin") or info.get("is_owner") or info.get("is_primary_owner"))

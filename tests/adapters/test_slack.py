@@ -316,8 +316,9 @@ async def test_reset_by_a_non_admin_is_refused_and_deletes_nothing(fake, bot, st
     fake.users["U1USER"] = {}
     await deliver(fake, bot, mention("reset"), "Ev1")
     await deliver(fake, bot, direct_message("reset"), "Ev2")  # the DM is no way around it
+    await deliver(fake, bot, mention("reset", user="U9GHOST", ts="1700000001.000100"), "Ev3")  # unknown user
 
-    assert [p["text"] for p in fake.posted] == [REFUSAL, REFUSAL]
+    assert [p["text"] for p in fake.posted] == [REFUSAL, REFUSAL, REFUSAL]
     assert await store.count_turns(CHANNEL_KEY) == 2
 
 
