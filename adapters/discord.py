@@ -68,7 +68,6 @@ class DiscordBot(discord.AutoShardedClient):
                 raise ConfigError("discord.shard_ids: set discord.shard_count as well")
             if any(not 0 <= shard < settings.shard_count for shard in settings.shard_ids):
                 raise ConfigError(f"discord.shard_ids: each id must be from 0 to {settings.shard_count - 1}")
-        options.setdefault("guild_ready_timeout", 2.0)
         # The bot has no voice: don't warn at start-up that the voice libraries are missing.
         discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
         super().__init__(

@@ -89,6 +89,7 @@ class FakeDiscord:
         self.commands: dict[str, list[dict]] = {}  # synced slash commands, by "global" or guild id
         self.refuse_intents = False  # close the gateway with 4014, as Discord does without the intent
         self.forbidden_channels: set[str] = set()  # POST .../messages there answers 403 Missing Permissions
+        self.rate_limited_sends = 0  # answer this many message POSTs with 429 before accepting them
         self.connections: dict[int, Connection] = {}
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
@@ -351,6 +352,9 @@ class FakeDiscord:
         if method == "POST" and (match := re.fullmatch(r"/channels/(\d+)/messages", path)):
             if match.group(1) in self.forbidden_channels:
                 return json_response({"message": "Missing Permissions", "code": 50013}, status=403)
+            if self.rate_limited_sends:
+                self.rate_limited_sends -= 1
+                return self._too_many_requests()
             return json_response(self._bot_message(match.group(1), req.body))
         if (
             method == "GET"
@@ -366,6 +370,14 @@ class FakeDiscord:
         if re.fullmatch(r"/webhooks/\d+/[^/]+", path) and method == "POST":
             return json_response(self._bot_message(None, req.body))
         return json_response({"message": "404: Not Found", "code": 0}, status=404)
+
+    def _too_many_requests(self) -> web.Response:
+        body = {"message": "You are being rate limited.", "retry_after": 0.05, "global": False}
+        response = json_response(body, status=429)
+        # discord.py takes a 429 without `Via` for a Cloudflare ban rather than a rate limit.
+        response.headers.update({"Via": "1.1 google", "X-RateLimit-Remaining": "0", "Retry-After": "1"})
+        response.headers.update({"X-RateLimit-Limit": "5", "X-RateLimit-Reset-After": "0.05"})
+        return response
 
     def _application(self) -> dict:
         return {

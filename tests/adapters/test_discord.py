@@ -366,6 +366,16 @@ async def test_a_403_is_logged_once_per_channel_and_nothing_is_stored(
     assert len(warnings) == 1 and world.general["id"] in warnings[0].getMessage()
 
 
+async def test_rate_limits_are_left_to_discord_py(world, bot, store):
+    world.fake.rate_limited_sends = 2
+    await world.say(world.general, f"{world.mention} busy?")
+    attempts = await world.fake.wait_for(
+        lambda r: r.path == f"/channels/{world.general['id']}/messages", count=3
+    )
+    assert [a.body["content"] for a in attempts] == ["echo: busy? (1 turns seen)"] * 3  # retried, sent once
+    assert len(await stored(store, world.key(world.general), 2)) == 2
+
+
 async def test_a_generation_failure_gets_an_apology(world, bot, fake_generator, store):
     fake_generator.fail_with = RuntimeError("out of memory")
     await world.say(world.general, f"{world.mention} hello")
@@ -389,6 +399,23 @@ async def test_refused_message_content_intent_is_one_clear_log_line(
     [line] = [r for r in caplog.records if r.name == "adapters.discord" and r.levelno == logging.ERROR]
     assert "Message Content Intent" in line.getMessage()
     assert f"https://discord.com/developers/applications/{fake.application_id}/bot" in line.getMessage()
+
+
+async def test_a_rejected_token_is_a_one_line_error(fake, store, fake_generator, caplog):
+    config = parse_config({"discord": {"enabled": True}})
+    bot = DiscordBot(ChatEngine(store, fake_generator, config), config.discord)
+    with pytest.raises(DialobotError, match=r"Discord rejected the token in \$DISCORD_BOT_TOKEN") as error:
+        await asyncio.wait_for(bot.run_until_closed("wrong-token"), timeout=5)
+    assert "wrong-token" not in str(error.value) + caplog.text
+
+
+def test_shard_ids_need_a_shard_count(store, fake_generator):
+    config = parse_config({"discord": {"shard_ids": [0, 1]}})
+    with pytest.raises(ConfigError, match=r"discord\.shard_ids: set discord\.shard_count"):
+        DiscordBot(ChatEngine(store, fake_generator, config), config.discord)
+    config = parse_config({"discord": {"shard_ids": [2], "shard_count": 2}})
+    with pytest.raises(ConfigError, match="from 0 to 1"):
+        DiscordBot(ChatEngine(store, fake_generator, config), config.discord)
 
 
 async def test_serve_needs_the_token_variable(monkeypatch, store, fake_generator):
