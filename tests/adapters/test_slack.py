@@ -68,16 +68,24 @@ def slack_config(fake: FakeSlack, **slack_keys) -> Config:
 
 @contextlib.asynccontextmanager
 async def running(engine: ChatEngine, config: Config, fake: FakeSlack) -> AsyncIterator[SlackAdapter]:
-    """A started adapter: connected over Socket Mode, or serving HTTP (its URL in `adapter.url`)."""
+    """A started adapter, connected to the fake over Socket Mode."""
     adapter = SlackAdapter(engine, config, make_client(BOT_TOKEN, fake.api_url), SIGNING_SECRET)
-    if config.slack.mode == "socket":
-        await adapter.start_socket_mode(APP_TOKEN)
-        await fake.wait_connected()
-    else:
-        port = await adapter.start_http("127.0.0.1", 0)
-        adapter.url = f"http://127.0.0.1:{port}{slack.EVENTS_PATH}"
+    await adapter.start_socket_mode(APP_TOKEN)
+    await fake.wait_connected()
     try:
         yield adapter
+    finally:
+        await adapter.close()
+
+
+@contextlib.asynccontextmanager
+async def serving_http(engine: ChatEngine, fake: FakeSlack) -> AsyncIterator[tuple[SlackAdapter, str]]:
+    """A started adapter in HTTP mode, and the URL of its Events API endpoint."""
+    config = slack_config(fake, mode="http")
+    adapter = SlackAdapter(engine, config, make_client(BOT_TOKEN, fake.api_url), SIGNING_SECRET)
+    port = await adapter.start_http("127.0.0.1", 0)
+    try:
+        yield adapter, f"http://127.0.0.1:{port}{slack.EVENTS_PATH}"
     finally:
         await adapter.close()
 
@@ -248,11 +256,11 @@ async def test_retry_after_a_restart_is_not_answered_again(fake, db_url, fake_ge
 
 
 async def test_http_mention_is_answered_and_its_retry_only_acked(fake, engine, store):
-    async with running(engine, slack_config(fake, mode="http"), fake) as bot:
+    async with serving_http(engine, fake) as (bot, url):
         payload = event_callback(mention("over http"), "EvHttp")
-        first = await fake.deliver(bot.url, payload)
+        first = await fake.deliver(url, payload)
         await bot.wait_idle()
-        retried = await fake.deliver(bot.url, payload, retry_num=1)
+        retried = await fake.deliver(url, payload, retry_num=1)
         await bot.wait_idle()
 
     assert first[0] == retried[0] == 200
@@ -261,8 +269,8 @@ async def test_http_mention_is_answered_and_its_retry_only_acked(fake, engine, s
 
 
 async def test_http_url_verification_is_answered(fake, engine):
-    async with running(engine, slack_config(fake, mode="http"), fake) as bot:
-        status, body = await fake.deliver(bot.url, {"type": "url_verification", "challenge": "abc123"})
+    async with serving_http(engine, fake) as (_, url):
+        status, body = await fake.deliver(url, {"type": "url_verification", "challenge": "abc123"})
 
     assert status == 200
     assert "abc123" in body
@@ -270,9 +278,9 @@ async def test_http_url_verification_is_answered(fake, engine):
 
 async def test_http_bad_or_stale_signature_gets_401(fake, engine, fake_generator):
     payload = event_callback(mention("let me in"), "EvForged")
-    async with running(engine, slack_config(fake, mode="http"), fake) as bot:
-        forged = await fake.deliver(bot.url, payload, secret="not-the-secret")
-        stale = await fake.deliver(bot.url, payload, timestamp=int(time.time()) - 10 * 60)
+    async with serving_http(engine, fake) as (bot, url):
+        forged = await fake.deliver(url, payload, secret="not-the-secret")
+        stale = await fake.deliver(url, payload, timestamp=int(time.time()) - 10 * 60)
         await bot.wait_idle()
 
     assert forged[0] == 401
