@@ -58,7 +58,6 @@ class FakeSlack:
         self.users: dict[str, dict] = {}  # users.info answers: user id -> flags such as {"is_admin": True}
         self._canned: dict[str, list[_Canned]] = {}
         self._sockets: list[web.WebSocketResponse] = []
-        self._connected = asyncio.Event()
         self._changed = asyncio.Condition()
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
@@ -154,9 +153,9 @@ class FakeSlack:
     async def _socket(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
-        self._sockets.append(ws)
         await ws.send_json({"type": "hello", "num_connections": 1, "connection_info": {"app_id": APP_ID}})
-        self._connected.set()
+        self._sockets.append(ws)
+        await self._record("socket:connected")
         async for frame in ws:
             if frame.type == aiohttp.WSMsgType.TEXT:
                 data = json.loads(frame.data)
@@ -167,7 +166,10 @@ class FakeSlack:
         return ws
 
     async def wait_connected(self) -> None:
-        await asyncio.wait_for(self._connected.wait(), WAIT_SECONDS)
+        """Wait until an app holds an open Socket Mode connection (and has been sent `hello`)."""
+        async with self._changed:
+            connected = self._changed.wait_for(lambda: any(not ws.closed for ws in self._sockets))
+            await asyncio.wait_for(connected, WAIT_SECONDS)
 
     async def send_event(
         self, payload: dict, retry_attempt: int = 0, retry_reason: str = "", wait_for_ack: bool = True
@@ -182,7 +184,7 @@ class FakeSlack:
             "retry_reason": retry_reason,
             "payload": payload,
         }
-        await self._sockets[-1].send_json(envelope)
+        await next(ws for ws in reversed(self._sockets) if not ws.closed).send_json(envelope)
         if wait_for_ack:
             await self.wait_for(f"ack:{envelope_id}")
         return envelope_id
