@@ -10,6 +10,7 @@ HTTP client keeps handling rate limits (429s) itself.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -31,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 MESSAGE_LIMIT = 2000
 SLASH_DESCRIPTION_LIMIT = 100
+DEFER_AFTER_SECONDS = 2.0
+"""A slash command not answered this fast is deferred ("thinking..."); the answer then is a follow-up."""
 FORBIDDEN_RETRY_SECONDS = 600.0
 """After a 403 in a channel, its messages are skipped (no model call) this long before the bot tries again."""
 DEVELOPER_PORTAL = "https://discord.com/developers/applications"
@@ -80,7 +83,9 @@ class DiscordBot(discord.AutoShardedClient):
         )
         self.engine = engine
         self.settings = settings
-        self.tree = app_commands.CommandTree(self)
+        # Fall back to global commands for an interaction naming a server whose commands weren't synced here.
+        self.tree = app_commands.CommandTree(self, fallback_to_global=True)
+        self.defer_after = DEFER_AFTER_SECONDS
         self._admin_ids = frozenset(settings.admin_user_ids)
         self._always_answer_ids = frozenset(settings.always_answer_channel_ids)
         self._forbidden_until: dict[int, float] = {}
@@ -207,28 +212,47 @@ class DiscordBot(discord.AutoShardedClient):
         return callback
 
     async def _on_slash_command(self, interaction: discord.Interaction, word: str) -> None:
-        """Run `/word` as the command `word`; the answer is the interaction's follow-up message."""
-        # Discord drops interactions not acknowledged within 3 s; the channel may be busy generating.
-        await interaction.response.defer(thinking=True)
-        channel = interaction.channel or self.get_partial_messageable(interaction.channel_id)
-        incoming = IncomingMessage(
-            platform="discord",
-            channel_key=channel_key(interaction.guild_id, await self._resolve(channel, interaction.guild_id)),
-            author_id=str(interaction.user.id),
-            author_name=interaction.user.display_name,
-            text=word,
-            is_admin=self._is_admin(
-                interaction.user, interaction.permissions if interaction.guild_id else None
-            ),
-            is_direct=interaction.guild_id is None,
-            message_id=str(interaction.id),
-        )
+        """Run `/word` as the command `word`, answering in the interaction's response."""
+        responding = asyncio.Lock()
+
+        async def defer_when_slow() -> None:
+            # Discord drops an interaction not answered within 3 s, and the channel may be busy generating.
+            await asyncio.sleep(self.defer_after)
+            async with responding:
+                if not interaction.response.is_done():
+                    try:
+                        await interaction.response.defer(thinking=True)
+                    except discord.HTTPException as exc:
+                        logger.warning("could not defer /%s: %s", word, exc)
 
         async def send(text: str) -> None:
-            for chunk in split_message(text, MESSAGE_LIMIT):
-                await interaction.followup.send(chunk)
+            async with responding:
+                for chunk in split_message(text, MESSAGE_LIMIT):
+                    if interaction.response.is_done():
+                        await interaction.followup.send(chunk)
+                    else:
+                        await interaction.response.send_message(chunk)
 
-        await self.engine.handle(incoming, send)
+        deferring = asyncio.create_task(defer_when_slow())
+        try:
+            channel = interaction.channel or self.get_partial_messageable(interaction.channel_id)
+            incoming = IncomingMessage(
+                platform="discord",
+                channel_key=channel_key(
+                    interaction.guild_id, await self._resolve(channel, interaction.guild_id)
+                ),
+                author_id=str(interaction.user.id),
+                author_name=interaction.user.display_name,
+                text=word,
+                is_admin=self._is_admin(
+                    interaction.user, interaction.permissions if interaction.guild_id else None
+                ),
+                is_direct=interaction.guild_id is None,
+                message_id=str(interaction.id),
+            )
+            await self.engine.handle(incoming, send)
+        finally:
+            deferring.cancel()
 
     async def _resolve(self, channel: Any, guild_id: int | None) -> Any:
         """The channel itself when the cache only knows its id: a thread's key needs its parent."""

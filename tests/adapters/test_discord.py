@@ -20,6 +20,7 @@ from storage import NewTurn, Role
 from tests.adapters.fake_discord import MANAGE_GUILD, FakeDiscord, Request, point_discord_py_at
 
 MESSAGE_CONTENT_INTENT = 1 << 15
+CHANNEL_MESSAGE_WITH_SOURCE, DEFERRED_CHANNEL_MESSAGE_WITH_SOURCE = 4, 5  # interaction response types
 
 
 class World:
@@ -55,14 +56,17 @@ class World:
         found = await self.fake.wait_for(lambda r: r.method == "POST" and r.path == path, count=count)
         return [r.body for r in found]
 
-    async def slash(self, name: str, channel: dict, user: dict, permissions: int = 0) -> list[Request]:
-        """Run `/name`; return the interaction callback and the follow-up message requests."""
+    async def slash(self, name: str, channel: dict, user: dict, permissions: int = 0) -> tuple[Request, str]:
+        """Run `/name`; return the interaction callback request and the text of the answer."""
         payload = self.fake.interaction(name, channel, user, permissions=permissions)
         await self.fake.dispatch("INTERACTION_CREATE", payload)
         token = payload["token"]
-        callback = await self.fake.wait_for(lambda r: r.path.endswith(f"/{token}/callback"))
-        followup = await self.fake.wait_for(lambda r: r.method == "POST" and r.path.endswith(f"/{token}"))
-        return callback + followup
+        [callback] = await self.fake.wait_for(lambda r: r.path.endswith(f"/{token}/callback"))
+        if callback.body["type"] == CHANNEL_MESSAGE_WITH_SOURCE:
+            return callback, callback.body["data"]["content"]
+        assert callback.body["type"] == DEFERRED_CHANNEL_MESSAGE_WITH_SOURCE
+        [followup] = await self.fake.wait_for(lambda r: r.method == "POST" and r.path.endswith(f"/{token}"))
+        return callback, followup.body["content"]
 
 
 async def stored(store, key: str, count: int) -> list:
@@ -257,16 +261,30 @@ async def _seed_history(store, key: str) -> None:
 
 async def test_slash_reset_by_a_member_with_manage_server(world, bot, store):
     await _seed_history(store, world.key(world.general))
-    callback, followup = await world.slash("reset", world.general, world.mod, permissions=MANAGE_GUILD)
-    assert callback.body["type"] == 5  # deferred: "dialobot is thinking..."
-    assert followup.body["content"] == "History cleared (2 turns deleted). Let's start over."
+    callback, answer = await world.slash("reset", world.general, world.mod, permissions=MANAGE_GUILD)
+    assert callback.body["type"] == CHANNEL_MESSAGE_WITH_SOURCE  # answered at once, no "thinking..."
+    assert answer == "History cleared (2 turns deleted). Let's start over."
     assert await store.count_turns(world.key(world.general)) == 0
+
+
+async def test_slash_command_in_a_busy_channel_is_deferred_then_followed_up(
+    world, bot, store, fake_generator
+):
+    bot.defer_after = 0.05
+    fake_generator.delay = 0.5  # the channel's conversation is busy generating; commands wait their turn
+    await world.say(world.general, f"{world.mention} think hard")
+    await asyncio.sleep(0.1)
+    callback, answer = await world.slash("reset", world.general, world.mod, permissions=MANAGE_GUILD)
+    assert callback.body["type"] == DEFERRED_CHANNEL_MESSAGE_WITH_SOURCE  # "dialobot is thinking..."
+    assert answer == "History cleared (2 turns deleted). Let's start over."
+    [reply] = world.fake.sent(world.general)
+    assert reply["content"] == "echo: think hard (1 turns seen)"
 
 
 async def test_slash_reset_by_anyone_else_is_refused(world, bot, store):
     await _seed_history(store, world.key(world.general))
-    _, followup = await world.slash("reset", world.general, world.alice)
-    assert followup.body["content"] == "Sorry, only admins can use `reset` here."
+    _, answer = await world.slash("reset", world.general, world.alice)
+    assert answer == "Sorry, only admins can use `reset` here."
     assert await store.count_turns(world.key(world.general)) == 2
 
 
@@ -313,10 +331,13 @@ async def test_reset_in_a_dm_only_for_configured_admins(world, start_bot, store)
 
 async def test_slash_help_and_status(world, bot, store):
     _, help_answer = await world.slash("help", world.dm, world.alice)
-    assert "reset — forget this conversation's history (admins only)" in help_answer.body["content"]
+    assert "reset — forget this conversation's history (admins only)" in help_answer
     await _seed_history(store, world.key(world.dm))
     _, status = await world.slash("status", world.dm, world.alice)
-    assert "turns stored in this conversation: 2" in status.body["content"]
+    assert "turns stored in this conversation: 2" in status
+    _, refusal = await world.slash("reset", world.dm, world.alice)
+    assert refusal == "Sorry, only admins can use `reset` here."
+    assert await store.count_turns(world.key(world.dm)) == 2
 
 
 async def test_startup_syncs_slash_commands_and_logs_the_invite_url(fake, world, start_bot, caplog):
@@ -339,8 +360,8 @@ async def test_command_guild_id_syncs_to_that_server_only(fake, world, start_bot
     [sync] = fake.requests_to("PUT", r"/applications/\d+(/guilds/\d+)?/commands")
     assert sync.path == f"/applications/{fake.application_id}/guilds/{world.guild['id']}/commands"
     await _seed_history(store, world.key(world.general))
-    _, followup = await world.slash("reset", world.general, world.mod, permissions=MANAGE_GUILD)
-    assert followup.body["content"].startswith("History cleared")
+    _, answer = await world.slash("reset", world.general, world.mod, permissions=MANAGE_GUILD)
+    assert answer.startswith("History cleared")
 
 
 async def test_runs_the_configured_shards(fake, start_bot):
