@@ -157,11 +157,16 @@ class DiscordBot(discord.AutoShardedClient):
         if author.bot and not self.settings.answer_bots:
             return
         channel = message.channel
-        mentioned = self.user.id in message.raw_mentions
+        # People often pick the bot's own role from Discord's mention list instead of the bot user.
+        role = message.guild.self_role if message.guild else None
+        mentions = rf"<@!?{self.user.id}>" + (rf"|<@&{role.id}>" if role else "")
+        mentioned = self.user.id in message.raw_mentions or (
+            role is not None and role.id in message.raw_role_mentions
+        )
         is_direct = message.guild is None
         if not (mentioned or is_direct or self._always_answers(channel)):
             return
-        text = re.sub(rf"\s*<@!?{self.user.id}>\s*", " ", message.content).strip()
+        text = re.sub(rf"\s*(?:{mentions})\s*", " ", message.content).strip()
         if not text and not (mentioned or is_direct):
             return  # an attachment alone in an always-answer channel: nothing to answer, no hint wanted
         if self._forbidden_until.get(channel.id, 0.0) > time.monotonic():

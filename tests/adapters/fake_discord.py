@@ -137,16 +137,19 @@ class FakeDiscord:
         guild_id = snowflake()
         admin_role = {"id": snowflake(), "name": "mods", "permissions": str(MANAGE_GUILD)}
         everyone = {"id": guild_id, "name": "@everyone", "permissions": str(EVERYONE_PERMISSIONS)}
-        for role in (everyone, admin_role):
-            role.update(color=0, hoist=False, managed=False, mentionable=False, position=0, flags=0)
+        bot_role = {"id": snowflake(), "name": "dialobot", "permissions": "0", "managed": True}
+        bot_role["tags"] = {"bot_id": self.bot_user["id"]}  # the role Discord creates for the invited bot
+        for role in (everyone, admin_role, bot_role):
+            role.update(color=0, hoist=False, mentionable=False, position=0, flags=0)
+            role.setdefault("managed", False)
         guild = {
             "id": guild_id,
             "name": name,
             "owner_id": (owner or self.user("owner"))["id"],
-            "roles": [everyone, admin_role],
+            "roles": [everyone, admin_role, bot_role],
             "channels": [],
             "threads": [],
-            "members": [self.member(self.bot_user)],
+            "members": [self.member(self.bot_user, roles=[bot_role["id"]])],
             "member_count": 1,
             "features": [],
             "emojis": [],
@@ -168,6 +171,9 @@ class FakeDiscord:
 
     def admin_role_id(self, guild: dict) -> str:
         return guild["roles"][1]["id"]
+
+    def bot_role_id(self, guild: dict) -> str:
+        return guild["roles"][2]["id"]
 
     def add_channel(self, guild: dict, name: str = "general") -> dict:
         channel = {
@@ -240,7 +246,7 @@ class FakeDiscord:
             "tts": False,
             "mention_everyone": False,
             "mentions": mentions,
-            "mention_roles": [],
+            "mention_roles": re.findall(r"<@&(\d+)>", content),
             "attachments": [],
             "embeds": [],
             "pinned": False,

@@ -140,6 +140,12 @@ async def test_nickname_mention_form_is_stripped_too(world, bot, fake_generator)
     assert reply["content"] == "echo: how are you (1 turns seen)"
 
 
+async def test_a_mention_of_the_bots_own_role_counts_as_a_mention(world, bot):
+    await world.say(world.general, f"<@&{world.fake.bot_role_id(world.guild)}> you there?")
+    [reply] = await world.replies(world.general)
+    assert reply["content"] == "echo: you there? (1 turns seen)"
+
+
 async def test_a_bare_mention_gets_a_hint_not_a_model_call(world, bot, fake_generator, store):
     await world.say(world.general, f"  {world.mention}  ")
     [reply] = await world.replies(world.general)
