@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import signal
 import sys
 
 from bot.config import DEMO_MODEL, Config, load_config, override
@@ -60,6 +61,8 @@ async def _serve(config: Config, adapters: list[str]) -> None:
     if not adapters:
         raise DialobotError("no adapter is enabled: enable console, discord or slack in the config")
     loop = asyncio.get_running_loop()
+    # SIGTERM (docker stop, systemd) ends the bot like Ctrl-C: adapters disconnect, the database closes.
+    loop.add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
     loaded = await loop.run_in_executor(None, load_model, config.model)
     generator = TorchGenerator(loaded, config.generation)
     store = await open_store(config.storage.resolve_url())
@@ -105,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     except DialobotError as exc:
         print(f"dialobot: {exc}", file=sys.stderr)
         return 2
+    except asyncio.CancelledError:  # SIGTERM: a requested, clean stop
+        return 0
     except KeyboardInterrupt:
         with contextlib.suppress(Exception):
             print(file=sys.stderr)

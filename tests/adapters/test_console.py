@@ -2,6 +2,7 @@
 
 import io
 import os
+import signal
 import subprocess
 import sys
 
@@ -78,3 +79,21 @@ def test_a_long_piped_conversation_never_errors(tiny_model_dir, tmp_path):
     replies = bot_lines(result)
     assert len(replies) == 300
     assert all(reply.strip() for reply in replies)
+
+
+def test_sigterm_stops_a_waiting_chat_cleanly(tiny_model_dir, tmp_path):
+    env = {**os.environ, "DIALOBOT_DATA_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot", "chat", "--model", str(tiny_model_dir)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    proc.stdin.write("/status\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline().startswith("Bot: Model:")  # loaded and serving, now waiting for input
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    assert "Traceback" not in proc.stderr.read()
