@@ -15,7 +15,8 @@ import logging
 import os
 import re
 import time
-from contextlib import AsyncExitStack
+from collections.abc import Iterator
+from contextlib import AsyncExitStack, contextmanager
 from typing import Any
 
 import discord
@@ -89,6 +90,7 @@ class DiscordBot(discord.AutoShardedClient):
         self._admin_ids = frozenset(settings.admin_user_ids)
         self._always_answer_ids = frozenset(settings.always_answer_channel_ids)
         self._forbidden_until: dict[int, float] = {}
+        self._answering: set[asyncio.Task] = set()
         for command in COMMANDS:
             self.tree.add_command(
                 app_commands.Command(
@@ -138,6 +140,23 @@ class DiscordBot(discord.AutoShardedClient):
             return
         where = f"to server {guild.id}" if guild else "globally"
         logger.info("synced %d slash commands %s", len(synced), where)
+
+    async def close(self) -> None:
+        """Stop answering (answers in progress are cancelled and never stored), then disconnect."""
+        answering, self._answering = self._answering - {asyncio.current_task()}, set()
+        for task in answering:
+            task.cancel()
+        await asyncio.gather(*answering, return_exceptions=True)
+        await super().close()
+
+    @contextmanager
+    def _answering_task(self) -> Iterator[None]:
+        task = asyncio.current_task()
+        self._answering.add(task)
+        try:
+            yield
+        finally:
+            self._answering.discard(task)
 
     async def on_ready(self) -> None:
         logger.info(
@@ -191,7 +210,8 @@ class DiscordBot(discord.AutoShardedClient):
                 return
             except discord.HTTPException as exc:
                 logger.debug("no typing indicator in %s: %s", incoming.channel_key, exc)
-            await self.engine.handle(incoming, self._reply_sender(message))
+            with self._answering_task():
+                await self.engine.handle(incoming, self._reply_sender(message))
 
     def _reply_sender(self, message: discord.Message) -> Send:
         channel = message.channel
@@ -255,7 +275,8 @@ class DiscordBot(discord.AutoShardedClient):
                 is_direct=interaction.guild_id is None,
                 message_id=str(interaction.id),
             )
-            await self.engine.handle(incoming, send)
+            with self._answering_task():
+                await self.engine.handle(incoming, send)
         finally:
             deferring.cancel()
 

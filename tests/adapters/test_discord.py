@@ -415,6 +415,15 @@ async def test_a_generation_failure_gets_an_apology(world, bot, fake_generator, 
     assert answer["content"] == "echo: hello again (1 turns seen)"
 
 
+async def test_closing_cancels_answers_in_progress_and_stores_nothing(world, bot, store, fake_generator):
+    fake_generator.delay = 30
+    await world.say(world.general, f"{world.mention} take your time")
+    await world.fake.wait_for(lambda r: r.path == f"/channels/{world.general['id']}/typing")
+    await asyncio.wait_for(bot.close(), timeout=2)
+    assert world.fake.sent(world.general) == []
+    assert await store.count_turns(world.key(world.general)) == 0
+
+
 async def test_refused_message_content_intent_is_one_clear_log_line(
     fake, world, store, fake_generator, caplog
 ):
