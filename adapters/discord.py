@@ -1,11 +1,11 @@
 """The Discord adapter: discord.py's sharded client, translating messages and slash commands for the engine.
 
-The bot answers when mentioned in a server channel, in DMs, and in every message of the channels listed in
-`discord.always_answer_channel_ids` (and their threads). Each channel, thread and DM is one conversation:
-`discord:<guild>:<channel>[:<thread>]`, `discord:dm:<channel>`. Answers are replies to the user's message,
-split to Discord's 2,000-character limit with code blocks intact. `/reset`, `/help` and `/status` are slash
-commands generated from the core's command table; the same words after a mention work too. discord.py's
-HTTP client keeps handling rate limits (429s) itself.
+The bot answers in a server channel when mentioned or replied to, in DMs, and every message in the channels
+listed in `discord.always_answer_channel_ids` (and their threads). Each channel, thread and DM is one
+conversation: `discord:<guild>:<channel>[:<thread>]`, `discord:dm:<channel>`. Answers are replies to the
+user's message, split to Discord's 2,000-character limit with code blocks intact. `/reset`, `/help` and
+`/status` are slash commands generated from the core's command table; the same words after a mention work
+too. discord.py's HTTP client keeps handling rate limits (429s) itself.
 """
 
 from __future__ import annotations
@@ -173,15 +173,13 @@ class DiscordBot(discord.AutoShardedClient):
         author = message.author
         if author.id == self.user.id or message.type not in ANSWERED_TYPES:
             return
-        if author.bot and not self.settings.answer_bots:
+        if (author.bot or message.webhook_id) and not self.settings.answer_bots:
             return
         channel = message.channel
         # People often pick the bot's own role from Discord's mention list instead of the bot user.
         role = message.guild.self_role if message.guild else None
         mentions = rf"<@!?{self.user.id}>" + (rf"|<@&{role.id}>" if role else "")
-        mentioned = self.user.id in message.raw_mentions or (
-            role is not None and role.id in message.raw_role_mentions
-        )
+        mentioned = self._mentioned(message, role)
         is_direct = message.guild is None
         if not (mentioned or is_direct or self._always_answers(channel)):
             return
@@ -212,6 +210,15 @@ class DiscordBot(discord.AutoShardedClient):
                 logger.debug("no typing indicator in %s: %s", incoming.channel_key, exc)
             with self._answering_task():
                 await self.engine.handle(incoming, self._reply_sender(message))
+
+    def _mentioned(self, message: discord.Message, role: discord.Role | None) -> bool:
+        """Mentioned by id or by the bot's own role, or the message replies to one of the bot's messages."""
+        if self.user.id in message.raw_mentions or (
+            role is not None and role.id in message.raw_role_mentions
+        ):
+            return True
+        replied_to = message.reference.resolved if message.reference else None
+        return isinstance(replied_to, discord.Message) and replied_to.author.id == self.user.id
 
     def _reply_sender(self, message: discord.Message) -> Send:
         channel = message.channel

@@ -89,6 +89,7 @@ class FakeDiscord:
         self.commands: dict[str, list[dict]] = {}  # synced slash commands, by "global" or guild id
         self.refuse_intents = False  # close the gateway with 4014, as Discord does without the intent
         self.forbidden_channels: set[str] = set()  # POST .../messages there answers 403 Missing Permissions
+        self.last_bot_message: dict | None = None  # the payload of the last message the bot posted
         self.rate_limited_sends = 0  # answer this many message POSTs with 429 before accepting them
         self.connections: dict[int, Connection] = {}
         self._changed = asyncio.Condition()
@@ -415,7 +416,7 @@ class FakeDiscord:
         return commands
 
     def _bot_message(self, channel_id: str | None, body: dict) -> dict:
-        return {
+        self.last_bot_message = {
             "id": snowflake(),
             "channel_id": channel_id or snowflake(),
             "author": self.bot_user,
@@ -432,6 +433,7 @@ class FakeDiscord:
             "type": 19 if body.get("message_reference") else 0,
             "flags": 0,
         }
+        return self.last_bot_message
 
     # --- gateway ---------------------------------------------------------------------------------------
 

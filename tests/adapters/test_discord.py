@@ -146,6 +146,24 @@ async def test_a_mention_of_the_bots_own_role_counts_as_a_mention(world, bot):
     assert reply["content"] == "echo: you there? (1 turns seen)"
 
 
+async def test_a_reply_to_the_bots_message_needs_no_mention(world, bot):
+    await world.say(world.general, f"{world.mention} hello")
+    await world.replies(world.general)
+    bot_message = world.fake.last_bot_message
+    follow_up = world.fake.message(world.general, world.alice, "tell me more")
+    reference = {
+        "message_id": bot_message["id"],
+        "channel_id": world.general["id"],
+        "guild_id": world.guild["id"],
+    }
+    follow_up |= {"type": 19, "message_reference": reference}
+    follow_up["referenced_message"] = bot_message
+    await world.fake.dispatch("MESSAGE_CREATE", follow_up)
+    [_, reply] = await world.replies(world.general, count=2)
+    assert reply["content"] == "echo: tell me more (3 turns seen)"
+    assert reply["message_reference"]["message_id"] == int(follow_up["id"])
+
+
 async def test_a_bare_mention_gets_a_hint_not_a_model_call(world, bot, fake_generator, store):
     await world.say(world.general, f"  {world.mention}  ")
     [reply] = await world.replies(world.general)
