@@ -17,7 +17,7 @@ from bot.config import parse_config
 from bot.engine import EMPTY_MESSAGE_HINT, GENERATION_FAILED, ChatEngine
 from bot.errors import ConfigError, DialobotError
 from storage import NewTurn, Role
-from tests.adapters.fake_discord import MANAGE_GUILD, FakeDiscord, Request, point_discord_py_at
+from tests.adapters.fake_discord import ADMINISTRATOR, MANAGE_GUILD, FakeDiscord, Request, point_discord_py_at
 
 MESSAGE_CONTENT_INTENT = 1 << 15
 CHANNEL_MESSAGE_WITH_SOURCE, DEFERRED_CHANNEL_MESSAGE_WITH_SOURCE = 4, 5  # interaction response types
@@ -283,9 +283,10 @@ async def _seed_history(store, key: str) -> None:
     await store.append_turns(key, [NewTurn(Role.USER, "1", "hi"), NewTurn(Role.BOT, "bot", "hello")])
 
 
-async def test_slash_reset_by_a_member_with_manage_server(world, bot, store):
+@pytest.mark.parametrize("permission", [MANAGE_GUILD, ADMINISTRATOR], ids=["manage-server", "administrator"])
+async def test_slash_reset_by_a_server_admin(world, bot, store, permission):
     await _seed_history(store, world.key(world.general))
-    callback, answer = await world.slash("reset", world.general, world.mod, permissions=MANAGE_GUILD)
+    callback, answer = await world.slash("reset", world.general, world.mod, permissions=permission)
     assert callback.body["type"] == CHANNEL_MESSAGE_WITH_SOURCE  # answered at once, no "thinking..."
     assert answer == "History cleared (2 turns deleted). Let's start over."
     assert await store.count_turns(world.key(world.general)) == 0
