@@ -38,15 +38,19 @@ RECIPE_VERSION = 1
 class DemoRecipe:
     """Everything that decides the built model; its hash names the cache directory."""
 
-    vocab_size: int = 4096
+    vocab_size: int = 2048
     n_layer: int = 4
     n_head: int = 4
-    n_embd: int = 192
-    n_positions: int = 1024
+    n_embd: int = 160
+    n_positions: int = 128
+    """The context (DialoGPT itself has 1024): prompts are cut to fit it, so every position is trained."""
+    context_turns: int = 3
+    """Train each dialog behind up to this many unrelated earlier turns (see `with_context`)."""
+    dropout: float = 0.0
+    """No dropout: the corpus is small, and replies should follow its style closely."""
     train: TrainConfig = field(
-        default_factory=lambda: TrainConfig(epochs=30, batch_size=16, learning_rate=2e-3)
+        default_factory=lambda: TrainConfig(epochs=24, batch_size=32, learning_rate=4e-3, max_length=128)
     )
-    context_copies: int = 1
     dialog_limit: int | None = None
     """Train on only the first N training dialogs (tests use this for speed)."""
 
@@ -58,16 +62,21 @@ class DemoRecipe:
 DEMO_RECIPE = DemoRecipe()
 
 
-def with_context(dialogs: list[Dialog], copies: int, seed: int) -> list[Dialog]:
-    """`dialogs`, plus `copies` copies of each preceded by the turns of another random dialog.
+def with_context(dialogs: list[Dialog], max_turns: int, seed: int) -> list[Dialog]:
+    """Each dialog behind 0 to `max_turns` turns taken from other random dialogs.
 
-    Most corpus dialogs are two turns long, but in a chat the prompt carries several earlier turns; training
-    on dialogs behind unrelated context teaches the model to answer the last turn whatever came before it.
+    Most corpus dialogs are two turns long, but a chat prompt carries several earlier turns: training on
+    dialogs behind unrelated context teaches the model to answer the last turn whatever came before it, and
+    trains the positions that a prompt with history reaches.
     """
     rng = random.Random(seed)
-    augmented = list(dialogs)
-    for _ in range(copies):
-        augmented += [rng.choice(dialogs) + dialog for dialog in dialogs]
+    augmented = []
+    for dialog in dialogs:
+        prefix: list[str] = []
+        wanted = rng.randint(0, max_turns)
+        while len(prefix) < wanted:
+            prefix += rng.choice(dialogs)
+        augmented.append(prefix[len(prefix) - wanted :] + dialog)
     return augmented
 
 
@@ -91,7 +100,7 @@ def build_demo_model(out_dir: Path, recipe: DemoRecipe = DEMO_RECIPE, progress: 
     if recipe.dialog_limit is not None:
         dialogs = dialogs[: recipe.dialog_limit]
     tokenizer = train_tokenizer(dialogs, recipe.vocab_size)
-    dialogs = with_context(dialogs, recipe.context_copies, seed=recipe.train.seed)
+    dialogs = with_context(dialogs, recipe.context_turns, seed=recipe.train.seed)
     torch.manual_seed(recipe.train.seed)
     config = GPT2Config(
         vocab_size=len(tokenizer),
@@ -99,6 +108,9 @@ def build_demo_model(out_dir: Path, recipe: DemoRecipe = DEMO_RECIPE, progress: 
         n_embd=recipe.n_embd,
         n_layer=recipe.n_layer,
         n_head=recipe.n_head,
+        resid_pdrop=recipe.dropout,
+        embd_pdrop=recipe.dropout,
+        attn_pdrop=recipe.dropout,
         bos_token_id=tokenizer.eos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.eos_token_id,

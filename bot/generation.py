@@ -15,6 +15,7 @@ from typing import Protocol
 import torch
 
 from bot.config import GenerationConfig
+from bot.errors import ConfigError
 from bot.model_loader import LoadedModel, ModelInfo
 from bot.prompt import build_prompt_ids, encode_turn
 
@@ -45,7 +46,7 @@ class TorchGenerator:
         self._eos_id = int(loaded.tokenizer.eos_token_id)
         self._budget = loaded.info.context - settings.max_new_tokens
         if self._budget < 2:
-            raise ValueError(
+            raise ConfigError(
                 f"generation.max_new_tokens ({settings.max_new_tokens}) leaves no room for a prompt in the "
                 f"model's {loaded.info.context}-token context"
             )

@@ -6,6 +6,7 @@ import itertools
 import pytest
 
 from bot.config import GenerationConfig, ModelConfig
+from bot.errors import ConfigError
 from bot.generation import TorchGenerator
 from bot.model_loader import load_model
 
@@ -45,7 +46,7 @@ def test_user_special_token_text_does_not_become_a_turn_boundary(generator, load
 
 
 def test_too_many_new_tokens_for_the_context_is_refused(loaded):
-    with pytest.raises(ValueError, match="max_new_tokens"):
+    with pytest.raises(ConfigError, match=r"generation\.max_new_tokens \(1023\) leaves no room"):
         TorchGenerator(
             loaded, GenerationConfig(max_new_tokens=512).model_copy(update={"max_new_tokens": 1023})
         )
