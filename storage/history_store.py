@@ -21,7 +21,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
-from storage.schema import Base, MessageRow, ProcessedEventRow
+from storage.schema import MessageRow, ProcessedEventRow
+from storage.schema_version import prepare_schema
 
 logger = logging.getLogger(__name__)
 
@@ -80,10 +81,6 @@ class SqlHistoryStore:
         """The database URL with any password hidden, for logs and `status`."""
         return self._engine.url.render_as_string(hide_password=True)
 
-    async def create_schema(self) -> None:
-        async with self._engine.begin() as conn:
-            await conn.run_sync(Base.metadata.create_all)
-
     async def recent_turns(self, channel_key: str, limit: int) -> list[StoredTurn]:
         if limit <= 0:
             return []
@@ -139,8 +136,8 @@ def _make_parent_dir(database: str) -> None:
     Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
 
 
-async def open_store(url: str) -> SqlHistoryStore:
-    """Connect to `url`, creating the SQLite file's directory and the tables if missing."""
+async def connect(url: str) -> AsyncEngine:
+    """An async engine for `url`; for SQLite, the file's directory is created and WAL mode is set."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -149,7 +146,19 @@ async def open_store(url: str) -> SqlHistoryStore:
         event.listen(engine.sync_engine, "connect", _configure_sqlite)
     else:
         engine = create_async_engine(url, pool_pre_ping=True)
+    return engine
+
+
+async def open_store(url: str) -> SqlHistoryStore:
+    """Connect to `url` and check its schema revision: an empty database gets the current schema, a database
+    at another revision raises `SchemaMismatchError` (the message names `dialobot db upgrade`)."""
+    engine = await connect(url)
+    try:
+        async with engine.begin() as conn:
+            state = await conn.run_sync(prepare_schema)
+    except BaseException:
+        await engine.dispose()
+        raise
     store = SqlHistoryStore(engine)
-    await store.create_schema()
-    logger.info("history store ready at %s", store.url)
+    logger.info("history store ready at %s (schema revision %s)", store.url, state.current)
     return store
