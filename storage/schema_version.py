@@ -111,8 +111,12 @@ def _known_revisions() -> set[str]:
 
 
 def _lock(connection: Connection) -> None:
+    """Hold the schema lock until the transaction ends, so that processes check and migrate one at a time."""
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+    elif connection.dialect.name == "sqlite":
+        # Python's sqlite3 opens transactions lazily; take the write lock now (others wait busy_timeout).
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def inspect_schema(connection: Connection) -> SchemaState:

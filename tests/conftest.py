@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Sequence
 
 import pytest
@@ -59,9 +60,55 @@ class Outbox:
         self.sent.append(text)
 
 
+POSTGRES_URL_ENV = "DIALOBOT_TEST_POSTGRES_URL"
+DB_BACKENDS = ("sqlite", "postgresql")
+
+
+def pytest_generate_tests(metafunc):
+    """Storage tests (tests/storage/) that use `db_url` run once per backend; others use SQLite only.
+
+    A test marked `sqlite_only` checks something only SQLite has (WAL mode, the file on disk).
+    """
+    in_storage = metafunc.definition.path.parent.name == "storage"
+    sqlite_only = metafunc.definition.get_closest_marker("sqlite_only") is not None
+    if in_storage and "db_url" in metafunc.fixturenames and not sqlite_only:
+        metafunc.parametrize("db_backend", DB_BACKENDS, indirect=True)
+
+
 @pytest.fixture
-def db_url(tmp_path) -> str:
-    return f"sqlite+aiosqlite:///{tmp_path / 'history.db'}"
+def db_backend(request) -> str:
+    return getattr(request, "param", "sqlite")
+
+
+async def _clean_postgres(url: str) -> None:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql("DROP SCHEMA IF EXISTS public CASCADE")
+            await conn.exec_driver_sql("CREATE SCHEMA public")
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def db_url(db_backend, tmp_path) -> str:
+    """A database with nothing in it: a new SQLite file, or the PostgreSQL test database with a clean schema.
+
+    PostgreSQL comes from $DIALOBOT_TEST_POSTGRES_URL (`.ci/postgres` starts one). Without it the PostgreSQL
+    runs are skipped locally, and fail in CI (CI=true), so they can never pass by not running.
+    """
+    if db_backend == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'history.db'}"
+    url = os.environ.get(POSTGRES_URL_ENV)
+    if not url:
+        reason = f"{POSTGRES_URL_ENV} is not set (start a server with `sudo .ci/postgres`; see README)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"PostgreSQL storage tests cannot run in CI: {reason}")
+        pytest.skip(reason)
+    await _clean_postgres(url)
+    return url
 
 
 @pytest.fixture

@@ -1,7 +1,9 @@
-"""The SQL history store on a real SQLite file."""
+"""The SQL history store on a real SQLite file and on a real PostgreSQL server (see tests/conftest.py)."""
 
 import asyncio
 import sqlite3
+
+import pytest
 
 from storage import NewTurn, Role, open_store
 
@@ -34,6 +36,7 @@ async def test_text_round_trips_exactly(store):
     assert (await store.recent_turns("c", 1))[0].text == text
 
 
+@pytest.mark.sqlite_only
 async def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(store, tmp_path):
     async with store._engine.connect() as conn:
         mode = (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar()
@@ -63,6 +66,7 @@ async def test_two_processes_worth_of_stores_share_one_file(db_url):
     await second.close()
 
 
+@pytest.mark.sqlite_only
 async def test_history_survives_reopening(db_url, tmp_path):
     store = await open_store(db_url)
     await store.append_turns("c", [turn("kept")])

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import pytest
@@ -134,3 +135,12 @@ async def test_a_database_with_a_stray_table_of_ours_is_not_touched(db_url):
     await engine.dispose()
     with pytest.raises(SchemaMismatchError, match="not made by dialobot"):
         await open_store(db_url)
+
+
+async def test_several_processes_starting_together_on_an_empty_database_all_start(db_url):
+    stores = await asyncio.gather(*(open_store(db_url) for _ in range(4)))
+    try:
+        await stores[0].append_turns("c", [NewTurn(Role.USER, "u", "shared")])
+        assert [await s.count_turns("c") for s in stores] == [1, 1, 1, 1]
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))
