@@ -91,7 +91,7 @@ class DiscordBot(discord.AutoShardedClient):
         self._always_answer_ids = frozenset(settings.always_answer_channel_ids)
         self._forbidden_until: dict[int, float] = {}
         self._answering: set[asyncio.Task] = set()
-        for command in COMMANDS:
+        for command in (c for c in COMMANDS if c.slash):  # the others are typed after a mention
             self.tree.add_command(
                 app_commands.Command(
                     name=command.name,

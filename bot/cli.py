@@ -56,21 +56,25 @@ async def _serve(config: Config, adapters: list[str]) -> None:
     from bot.engine import ChatEngine
     from bot.generation import TorchGenerator
     from bot.model_loader import load_model
+    from bot.shutdown import StopSignals, serve_until_stopped
     from storage import open_store
 
     if not adapters:
         raise DialobotError("no adapter is enabled: enable console, discord or slack in the config")
     loop = asyncio.get_running_loop()
-    # SIGTERM (docker stop, systemd) ends the bot like Ctrl-C: adapters disconnect, the database closes.
-    loop.add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
+    # SIGTERM (docker stop, systemd) and Ctrl-C: the engine drains, adapters disconnect, the database closes.
+    signals = StopSignals()
     loaded = await loop.run_in_executor(None, load_model, config.model)
     generator = TorchGenerator(loaded, config.generation)
     store = await open_store(config.storage.resolve_url())
+    engine = ChatEngine(store, generator, config)
     try:
-        await serve_all(ChatEngine(store, generator, config), config, adapters)
+        await serve_until_stopped(engine, serve_all(engine, config, adapters), signals)
     finally:
         await generator.close()
         await store.close()
+    if signals.received is signal.SIGINT:
+        raise KeyboardInterrupt
 
 
 def _model_info(config: Config) -> None:

@@ -1,28 +1,44 @@
 """The platform-neutral commands, declared in one table; `help` is generated from it.
 
 Adapters map their own syntax onto these (`/reset` in the console and as a Discord slash command,
-`@bot reset` after a mention). A message is a command only when it is a command word and nothing else, with an
-optional `/` or `!` in front, so "reset my password, please" is still chat.
+`@bot reset` after a mention). A message is a command only when it is a command's words and nothing else but
+the arguments that command declares (`forget me confirm`, `purge U123`), with an optional `/` or `!` in front,
+so "reset my password, please" and "forget me not" are still chat.
+
+Destructive commands leave a row in the audit table (who, when, what), written in the same transaction as the
+deletion itself. `forget me` asks for a confirmation first: `forget me confirm` within
+`FORGET_CONFIRM_SECONDS` deletes the user's stored messages, and the bot's replies to them, in every
+conversation on that platform.
 """
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bot.message import IncomingMessage
+from storage import AuditRecord
 
 if TYPE_CHECKING:
     from bot.engine import ChatEngine
 
 COMMAND_PREFIXES = "/!"
+FORGET_CONFIRM_SECONDS = 300.0
 
 
 @dataclass(frozen=True, slots=True)
 class CommandContext:
     message: IncomingMessage
     engine: ChatEngine
+    args: tuple[str, ...] = ()
+
+    def audit(self, action: str, target: str, detail: str = "") -> AuditRecord:
+        """The audit row for `action` by this message's author."""
+        msg = self.message
+        return AuditRecord(f"{msg.platform}:{msg.author_id}", action, target, detail)
 
 
 Handler = Callable[[CommandContext], Awaitable[str]]
@@ -34,18 +50,60 @@ class Command:
     help: str
     admin_only: bool
     handler: Handler
+    args: str = ""
+    """A regular expression the words after the name must match in full; its groups are the arguments."""
+    usage: str = ""
+    """The arguments as shown in `help`, e.g. `<user id>`."""
+    slash: bool = True
+    """Offered as a Discord slash command; commands with arguments or a confirmation are typed instead."""
 
 
 async def _reset(ctx: CommandContext) -> str:
-    deleted = await ctx.engine.store.reset_channel(ctx.message.channel_key)
+    key = ctx.message.channel_key
+    deleted = await ctx.engine.store.reset_channel(key, audit=ctx.audit("reset", key))
     return f"History cleared ({deleted} turns deleted). Let's start over."
+
+
+async def _forget_me(ctx: CommandContext) -> str:
+    msg = ctx.message
+    requests = ctx.engine.forget_requests
+    who = (msg.platform, msg.author_id)
+    now = time.monotonic()
+    for stale in [k for k, at in requests.items() if now - at > FORGET_CONFIRM_SECONDS]:
+        del requests[stale]
+    if tuple(a.lower() for a in ctx.args) != ("confirm",):
+        requests[who] = now
+        minutes = FORGET_CONFIRM_SECONDS / 60
+        return (
+            f"This deletes every message of yours I have stored, in every {msg.platform} conversation, "
+            f"and my replies to them. Send `forget me confirm` within {minutes:.0f} minutes to go ahead."
+        )
+    if requests.pop(who, None) is None:
+        return "Send `forget me` first: I'll tell you what it deletes and ask you to confirm."
+    target = f"{msg.platform}:{msg.author_id}"
+    deleted = await ctx.engine.store.delete_user_turns(
+        msg.platform, msg.author_id, audit=ctx.audit("forget me", target)
+    )
+    return f"Done: I deleted {deleted} stored messages (yours and my replies to them)."
+
+
+async def _purge(ctx: CommandContext) -> str:
+    if not ctx.args:
+        return "Usage: `purge <user id>` deletes that user's stored messages in every conversation here."
+    msg = ctx.message
+    mention = re.fullmatch(r"<@!?([^>|]+)(?:\|[^>]*)?>", ctx.args[0])  # a Discord or Slack mention works too
+    user = mention.group(1) if mention else ctx.args[0]
+    target = f"{msg.platform}:{user}"
+    deleted = await ctx.engine.store.delete_user_turns(msg.platform, user, audit=ctx.audit("purge", target))
+    return f"Purged {target}: {deleted} stored messages deleted (theirs and my replies to them)."
 
 
 async def _help(ctx: CommandContext) -> str:
     lines = ["Talk to me in plain words. Commands:"]
     for command in COMMANDS:
         suffix = " (admins only)" if command.admin_only else ""
-        lines.append(f"  {command.name} — {command.help}{suffix}")
+        usage = f" {command.usage}" if command.usage else ""
+        lines.append(f"  {command.name}{usage} — {command.help}{suffix}")
     return "\n".join(lines)
 
 
@@ -66,11 +124,46 @@ COMMANDS: tuple[Command, ...] = (
         "status", "show the model, its quantization and this conversation's stored turns", False, _status
     ),
     Command("reset", "forget this conversation's history", admin_only=True, handler=_reset),
+    Command(
+        "forget me",
+        "delete everything of yours I have stored, everywhere (asks to confirm)",
+        admin_only=False,
+        handler=_forget_me,
+        args=r"(confirm)?",
+        usage="[confirm]",
+        slash=False,
+    ),
+    Command(
+        "purge",
+        "delete a user's stored messages in every conversation",
+        admin_only=True,
+        handler=_purge,
+        args=r"(\S+)?",
+        usage="<user id>",
+        slash=False,
+    ),
 )
-_BY_NAME = {command.name: command for command in COMMANDS}
+# Longest names first, so that a command whose name starts with another's is found.
+_BY_LENGTH = sorted(COMMANDS, key=lambda c: -len(c.name.split()))
+
+
+def parse_invocation(text: str) -> tuple[Command, tuple[str, ...]] | None:
+    """The command `text` invokes and its arguments, or None if it is ordinary chat."""
+    body = text.strip()
+    if body[:1] in COMMAND_PREFIXES:
+        body = body.lstrip(COMMAND_PREFIXES)
+    words = body.split()
+    for command in _BY_LENGTH:
+        name = command.name.split()
+        if [w.casefold() for w in words[: len(name)]] != name:
+            continue
+        found = re.fullmatch(command.args, " ".join(words[len(name) :]), flags=re.IGNORECASE)
+        if found is not None:
+            return command, tuple(g for g in found.groups() if g is not None)
+    return None
 
 
 def parse_command(text: str) -> Command | None:
     """The command `text` invokes, or None if it is ordinary chat."""
-    word = text.strip().lstrip(COMMAND_PREFIXES) if text.strip()[:1] in COMMAND_PREFIXES else text.strip()
-    return _BY_NAME.get(word.lower())
+    invocation = parse_invocation(text)
+    return invocation[0] if invocation else None

@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bot.errors import ConfigError
 
@@ -55,6 +55,8 @@ class GenerationConfig(_Section):
     repetition_penalty: Annotated[float, Field(ge=1)] = 1.1
     fallback_reply: str = Field("Hmm, I'm not sure what to say to that.", min_length=1)
     """Sent when the model twice produces an empty reply: the bot never sends an empty message."""
+    timeout_seconds: Annotated[float, Field(ge=0)] = 120.0
+    """A reply not generated within this many seconds is given up (the user gets an apology); 0: no limit."""
 
 
 class HistoryConfig(_Section):
@@ -117,6 +119,52 @@ class SlackConfig(_Section):
     """The Web API base URL: `https://slack-gov.com/api/` for GovSlack, or a local fake in tests."""
 
 
+class LimitsConfig(_Section):
+    """Back-pressure and flood control: what the bot accepts before it says "busy" or "wait"."""
+
+    max_pending: Annotated[int, Field(ge=1)] = 256
+    """Chat messages waiting for or in generation, all channels together; beyond it: "busy, try again"."""
+    max_pending_per_channel: Annotated[int, Field(ge=1)] = 16
+    """The same bound for one conversation, so that one flooded channel cannot starve the others."""
+    user_cooldown_seconds: Annotated[int, Field(ge=0)] = 0
+    """Minimum time between two chat messages of one user (per platform); 0: off."""
+    channel_rate: str = ""
+    """Chat messages a conversation may send, e.g. "20/minute" or "5 per 10 seconds"; empty: off."""
+    max_message_chars: Annotated[int, Field(ge=1)] = 2000
+    """Longer messages are cut to this many characters before the model sees them, with a notice."""
+
+    @field_validator("channel_rate")
+    @classmethod
+    def _rate_parses(cls, value: str) -> str:
+        if value:
+            from limits import parse
+
+            try:
+                parse(value)
+            except ValueError:
+                raise ValueError('expected a rate such as "20/minute" or "5 per 10 seconds"') from None
+        return value
+
+
+class AccessConfig(_Section):
+    """Who and where the bot answers, and how long it keeps what was said."""
+
+    allow_channels: list[str] = []
+    """Conversation keys (or prefixes, e.g. `discord:<guild>`) the bot answers in; empty: everywhere."""
+    deny_channels: list[str] = []
+    """Conversation keys (or prefixes) the bot never answers in, even when allowed above."""
+    deny_users: list[str] = []
+    """Users the bot ignores, as `<platform>:<user id>`, e.g. `discord:80351110224678912`."""
+    retention_days: Annotated[float, Field(ge=0)] = 0.0
+    """Stored turns older than this are deleted (checked every `retention_check_minutes`); 0: kept forever."""
+    retention_check_minutes: Annotated[float, Field(gt=0)] = 60.0
+
+
+class ShutdownConfig(_Section):
+    deadline_seconds: Annotated[float, Field(ge=0)] = 30.0
+    """On SIGTERM or Ctrl-C, answers in progress get this long to finish before they are cancelled."""
+
+
 class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -129,6 +177,9 @@ class Config(_Section):
     console: ConsoleConfig = ConsoleConfig()
     discord: DiscordConfig = DiscordConfig()
     slack: SlackConfig = SlackConfig()
+    limits: LimitsConfig = LimitsConfig()
+    access: AccessConfig = AccessConfig()
+    shutdown: ShutdownConfig = ShutdownConfig()
     logging: LoggingConfig = LoggingConfig()
 
 

@@ -4,10 +4,17 @@
 channel's stored history. The exchange (user turn and reply) is stored only after the adapter delivered the
 reply, in one transaction: a reply that failed to send never becomes history, so it cannot poison later
 prompts, and history never holds a user turn without its answer.
+
+Before a message costs anything, `AccessPolicy` decides whether it is answered at all and `Admission` whether
+it is answered now (bounded pending generations, cooldowns, rates). Every fault on the way (the model
+raising or timing out, the database failing a read or a write, the platform refusing a send) ends in one
+reply or one log line for that message only; other channels carry on. `drain` stops taking messages and
+lets the ones in progress finish within a deadline, for a clean shutdown.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from asyncio import Lock
@@ -15,16 +22,28 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from bot.commands import CommandContext, parse_command
+from bot.access import AccessPolicy
+from bot.commands import CommandContext, parse_invocation
 from bot.config import Config
 from bot.generation import Generator
+from bot.limits import TOO_LONG_NOTICE, Admission, cut_to_limit
 from bot.message import IncomingMessage, Reply, ReplyKind, Send
+from bot.sanitize import storable_text
 from storage import HistoryStore, NewTurn, Role
 
 logger = logging.getLogger(__name__)
 
 EMPTY_MESSAGE_HINT = "Say something after mentioning me, or send `help` to see what I can do."
 GENERATION_FAILED = "Sorry, I couldn't come up with a reply just now. Please try again."
+GENERATION_TIMED_OUT = "Sorry, that took me too long to think about. Please try again."
+STORE_FAILED = "Sorry, I can't reach my memory just now. Please try again in a moment."
+SHUTTING_DOWN = "I'm restarting right now. Please send that again in a minute."
+
+
+@dataclass(frozen=True, slots=True)
+class DrainResult:
+    finished: int
+    cancelled: int
 
 
 @dataclass(slots=True)
@@ -41,6 +60,13 @@ class ChatEngine:
         self.generator = generator
         self.config = config
         self._channels: dict[str, _ChannelLock] = {}
+        self.access = AccessPolicy(config.access)
+        self.admission = Admission(config.limits)
+        self.forget_requests: dict[tuple[str, str], float] = {}
+        """`forget me` requests waiting for `forget me confirm`: (platform, user) -> when asked."""
+        self._accepting = True
+        self._active: set[asyncio.Task] = set()
+        self._writes: set[asyncio.Task] = set()
 
     @asynccontextmanager
     async def _channel(self, key: str) -> AsyncIterator[None]:
@@ -57,37 +83,71 @@ class ChatEngine:
 
     async def handle(self, msg: IncomingMessage, send: Send) -> Reply:
         """Answer `msg` through `send`; return what was answered and whether it was delivered."""
-        text = msg.text.strip()
+        if not self.access.allows(msg):
+            return Reply(text="", kind=ReplyKind.IGNORED, delivered=False)
+        if not self._accepting:
+            return await self._deliver(msg, send, SHUTTING_DOWN, ReplyKind.NOTICE)
+        task = asyncio.current_task()
+        self._active.add(task)
+        try:
+            return await self._handle(msg, send)
+        finally:
+            self._active.discard(task)
+
+    async def _handle(self, msg: IncomingMessage, send: Send) -> Reply:
+        text = storable_text(msg.text).strip()
         if not text:
             return await self._deliver(msg, send, EMPTY_MESSAGE_HINT, ReplyKind.NOTICE)
-        command = parse_command(text)
+        invocation = parse_invocation(text)
+        if invocation is None:
+            refusal = self.admission.check(msg)
+            if refusal is not None:
+                logger.info("not answering %s in %s now: %s", msg.author_id, msg.channel_key, refusal.reason)
+                return await self._deliver(msg, send, refusal.text, ReplyKind.NOTICE)
+            with self.admission.slot(msg.channel_key):
+                async with self._channel(msg.channel_key):
+                    return await self._chat(msg, text, send)
+        command, args = invocation
         async with self._channel(msg.channel_key):
-            if command is None:
-                return await self._chat(msg, text, send)
             if command.admin_only and not msg.is_admin:
                 logger.info("refused %s to %s in %s", command.name, msg.author_id, msg.channel_key)
                 refusal = f"Sorry, only admins can use `{command.name}` here."
                 return await self._deliver(msg, send, refusal, ReplyKind.NOTICE)
             logger.info("command %s by %s in %s", command.name, msg.author_id, msg.channel_key)
-            answer = await command.handler(CommandContext(message=msg, engine=self))
+            try:
+                answer = await command.handler(CommandContext(message=msg, engine=self, args=args))
+            except Exception:
+                logger.exception("command %s failed in %s", command.name, msg.channel_key)
+                return await self._deliver(msg, send, STORE_FAILED, ReplyKind.NOTICE)
             return await self._deliver(msg, send, answer, ReplyKind.COMMAND)
 
     async def _chat(self, msg: IncomingMessage, text: str, send: Send) -> Reply:
         started = time.perf_counter()
-        history = await self.store.recent_turns(msg.channel_key, self.config.history.max_turns)
+        text, cut = cut_to_limit(text, self.config.limits.max_message_chars)
+        try:
+            history = await self.store.recent_turns(msg.channel_key, self.config.history.max_turns)
+        except Exception:
+            logger.exception("could not read the history of %s", msg.channel_key)
+            return await self._deliver(msg, send, STORE_FAILED, ReplyKind.NOTICE)
         turns = [turn.text for turn in history] + [text]
         try:
-            answer = await self._generate(turns)
+            async with asyncio.timeout(self.config.generation.timeout_seconds or None):
+                answer = await self._generate(turns)
+        except TimeoutError:
+            logger.warning(
+                "generation in %s took over %.0fs; gave up",
+                msg.channel_key,
+                self.config.generation.timeout_seconds,
+            )
+            return await self._deliver(msg, send, GENERATION_TIMED_OUT, ReplyKind.NOTICE)
         except Exception:
             logger.exception("generation failed in %s", msg.channel_key)
             return await self._deliver(msg, send, GENERATION_FAILED, ReplyKind.NOTICE)
         generated = time.perf_counter()
-        reply = await self._deliver(msg, send, answer, ReplyKind.CHAT)
+        shown = f"{answer}\n{TOO_LONG_NOTICE.format(chars=len(text))}" if cut else answer
+        reply = await self._deliver(msg, send, shown, ReplyKind.CHAT)
         if reply.delivered:
-            await self.store.append_turns(
-                msg.channel_key,
-                [NewTurn(Role.USER, msg.author_id, text), NewTurn(Role.BOT, "bot", answer)],
-            )
+            await self._store_exchange(msg, text, answer)
         logger.info(
             "answered %s in %s: %d history turns, generate %.2fs, total %.2fs",
             msg.author_id,
@@ -97,6 +157,36 @@ class ChatEngine:
             time.perf_counter() - started,
         )
         return reply
+
+    async def _store_exchange(self, msg: IncomingMessage, text: str, answer: str) -> None:
+        """Store the delivered exchange; shielded, so a shutdown never leaves it half-written."""
+        turns = [NewTurn(Role.USER, msg.author_id, text), NewTurn(Role.BOT, "bot", answer)]
+        write = asyncio.ensure_future(self.store.append_turns(msg.channel_key, turns))
+        self._writes.add(write)
+        write.add_done_callback(self._writes.discard)
+        try:
+            await asyncio.shield(write)
+        except Exception:
+            # The reply is out; only its memory is lost, and the transaction leaves history consistent.
+            logger.exception("the reply in %s was sent but could not be stored", msg.channel_key)
+
+    async def drain(self, deadline: float) -> DrainResult:
+        """Stop taking messages; give those in progress `deadline` seconds, then cancel the rest.
+
+        Exchanges already delivered are still written: their writes are awaited after the deadline too.
+        """
+        self._accepting = False
+        active = set(self._active)
+        pending: set[asyncio.Task] = set()
+        if active:
+            _, pending = await asyncio.wait(active, timeout=deadline)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        await asyncio.gather(*set(self._writes), return_exceptions=True)
+        if active:
+            logger.info("drained: %d answers finished, %d cancelled", len(active - pending), len(pending))
+        return DrainResult(finished=len(active - pending), cancelled=len(pending))
 
     async def _generate(self, turns: list[str]) -> str:
         """The model's reply; an empty one is retried once, then replaced: never send an empty message."""

@@ -30,6 +30,7 @@ class ReplyKind(StrEnum):
     CHAT = "chat"  # the model's answer; stored as history once delivered
     COMMAND = "command"  # the answer to a command such as `help`
     NOTICE = "notice"  # a hint, refusal or apology from the bot itself; never stored
+    IGNORED = "ignored"  # not answered at all: a denied user or a channel the bot does not answer in
 
 
 @dataclass(frozen=True, slots=True)

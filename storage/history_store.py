@@ -20,13 +20,16 @@ from sqlalchemy import delete, event, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import aliased
 
-from storage.schema import MessageRow, ProcessedEventRow
+from storage.schema import AuditRow, MessageRow, ProcessedEventRow
 from storage.schema_version import prepare_schema
 
 logger = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+DELETE_CHUNK = 500
+"""Ids per `DELETE ... IN (...)`: far below SQLite's bound-parameter limit."""
 
 
 class Role(StrEnum):
@@ -49,6 +52,25 @@ class StoredTurn:
     created_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """Who did what to which data; stored with the deletion it describes, in the same transaction."""
+
+    actor: str
+    action: str
+    target: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    detail: str
+
+
 class HistoryStore(Protocol):
     """What the engine needs from persistence, and nothing more."""
 
@@ -58,8 +80,17 @@ class HistoryStore(Protocol):
     async def append_turns(self, channel_key: str, turns: Sequence[NewTurn]) -> None:
         """Store `turns` in one transaction: all of them or none."""
 
-    async def reset_channel(self, channel_key: str) -> int:
-        """Delete the channel's history; return how many turns were deleted."""
+    async def reset_channel(self, channel_key: str, audit: AuditRecord | None = None) -> int:
+        """Delete the channel's history (and record `audit`); return how many turns were deleted."""
+
+    async def delete_user_turns(self, platform: str, author_id: str, audit: AuditRecord | None = None) -> int:
+        """Delete a user's turns in every `platform` conversation, and the bot's replies to them."""
+
+    async def delete_turns_before(self, cutoff: datetime, audit: AuditRecord | None = None) -> int:
+        """Delete every turn stored before `cutoff`; `audit` is recorded only if something was deleted."""
+
+    async def audit_entries(self, limit: int = 100) -> list[AuditEntry]:
+        """The latest audit log entries, newest first."""
 
     async def count_turns(self, channel_key: str) -> int: ...
 
@@ -101,10 +132,53 @@ class SqlHistoryStore:
                 for t in turns
             )
 
-    async def reset_channel(self, channel_key: str) -> int:
+    async def reset_channel(self, channel_key: str, audit: AuditRecord | None = None) -> int:
         async with self._sessions.begin() as session:
             result = await session.execute(delete(MessageRow).where(MessageRow.channel_key == channel_key))
-        return result.rowcount or 0
+            deleted = result.rowcount or 0
+            _add_audit(session, audit, f"{deleted} turns deleted")
+        return deleted
+
+    async def delete_user_turns(self, platform: str, author_id: str, audit: AuditRecord | None = None) -> int:
+        asked = aliased(MessageRow)
+        # The reply to a user turn is the channel's next bot turn: a channel's exchanges are stored one
+        # after another (the engine holds the channel's lock from reading history to storing the reply).
+        reply_id = (
+            select(func.min(MessageRow.id))
+            .where(
+                MessageRow.channel_key == asked.channel_key,
+                MessageRow.id > asked.id,
+                MessageRow.role == Role.BOT.value,
+            )
+            .correlate(asked)
+            .scalar_subquery()
+        )
+        query = select(asked.id, reply_id).where(
+            asked.author_id == author_id,
+            asked.role == Role.USER.value,
+            asked.channel_key.startswith(f"{platform}:", autoescape=True),
+        )
+        async with self._sessions.begin() as session:
+            ids = sorted({i for row in (await session.execute(query)).all() for i in row if i is not None})
+            for start in range(0, len(ids), DELETE_CHUNK):
+                chunk = ids[start : start + DELETE_CHUNK]
+                await session.execute(delete(MessageRow).where(MessageRow.id.in_(chunk)))
+            _add_audit(session, audit, f"{len(ids)} turns deleted")
+        return len(ids)
+
+    async def delete_turns_before(self, cutoff: datetime, audit: AuditRecord | None = None) -> int:
+        async with self._sessions.begin() as session:
+            result = await session.execute(delete(MessageRow).where(MessageRow.created_at < cutoff))
+            deleted = result.rowcount or 0
+            if deleted:
+                _add_audit(session, audit, f"{deleted} turns deleted")
+        return deleted
+
+    async def audit_entries(self, limit: int = 100) -> list[AuditEntry]:
+        query = select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)
+        async with self._sessions() as session:
+            rows = (await session.scalars(query)).all()
+        return [AuditEntry(r.at, r.actor, r.action, r.target, r.detail) for r in rows]
 
     async def count_turns(self, channel_key: str) -> int:
         query = select(func.count()).select_from(MessageRow).where(MessageRow.channel_key == channel_key)
@@ -121,6 +195,13 @@ class SqlHistoryStore:
 
     async def close(self) -> None:
         await self._engine.dispose()
+
+
+def _add_audit(session, audit: AuditRecord | None, outcome: str) -> None:
+    if audit is not None:
+        detail = f"{audit.detail}; {outcome}" if audit.detail else outcome
+        session.add(AuditRow(actor=audit.actor, action=audit.action, target=audit.target, detail=detail))
+        logger.info("audit: %s by %s on %s: %s", audit.action, audit.actor, audit.target, detail)
 
 
 def _configure_sqlite(dbapi_connection, _record) -> None:
