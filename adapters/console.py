@@ -13,6 +13,7 @@ from typing import TextIO
 
 from bot.config import Config
 from bot.engine import ChatEngine
+from bot.health import readiness
 from bot.message import IncomingMessage
 
 PROMPT = ">> You: "
@@ -37,6 +38,7 @@ async def serve(
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[str | None] = asyncio.Queue()
     threading.Thread(target=_read_lines, args=(stdin, loop, queue), daemon=True, name="console-input").start()
+    readiness.ready("console")
     user = getpass.getuser()
 
     async def send(text: str) -> None:
@@ -65,3 +67,4 @@ async def serve(
             is_direct=True,
         )
         await engine.handle(message, send)
+    readiness.not_ready("console", "input ended")

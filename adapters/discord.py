@@ -27,6 +27,7 @@ from bot.commands import COMMANDS
 from bot.config import Config, DiscordConfig
 from bot.engine import ChatEngine
 from bot.errors import ConfigError, DialobotError
+from bot.health import readiness
 from bot.message import IncomingMessage, Send
 
 logger = logging.getLogger(__name__)
@@ -167,6 +168,13 @@ class DiscordBot(discord.AutoShardedClient):
             sorted(self.shards),
             self.shard_count,
         )
+        readiness.ready("discord")
+
+    async def on_disconnect(self) -> None:
+        readiness.not_ready("discord", "disconnected from the gateway; reconnecting")
+
+    async def on_resumed(self) -> None:
+        readiness.ready("discord")
 
     async def on_message(self, message: discord.Message) -> None:
         """Answer a message addressed to the bot; ignore everything else."""

@@ -32,6 +32,7 @@ from bot.commands import parse_command
 from bot.config import Config, SlackConfig
 from bot.engine import ChatEngine
 from bot.errors import ConfigError, DialobotError
+from bot.health import readiness
 from bot.message import IncomingMessage
 
 logger = logging.getLogger(__name__)
@@ -295,6 +296,8 @@ async def serve(engine: ChatEngine, config: Config) -> None:
             await adapter.start_socket_mode(app_token)
         else:
             await adapter.start_http(slack.http_host, slack.http_port)
+        readiness.ready("slack")
         await asyncio.Event().wait()  # the socket client reconnects by itself; run until cancelled
     finally:
+        readiness.not_ready("slack", "stopped")
         await adapter.close()

@@ -13,6 +13,7 @@ import logging
 import signal
 import sys
 
+from bot.admin_cli import ADMIN_COMMANDS, add_admin_commands, run_admin_command
 from bot.config import DEMO_MODEL, Config, load_config, override
 from bot.errors import DialobotError
 
@@ -37,23 +38,26 @@ def _parser() -> argparse.ArgumentParser:
     add("chat", "chat with the bot in this terminal (or through a pipe)")
     add("run", "start every adapter the config enables")
     add("model-info", "load the model and print its size and quantization")
+    add_admin_commands(add)
     return parser
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
-    )
+def _setup_logging(level: str, config: Config) -> None:
+    from bot.log_setup import setup_logging
+
+    setup_logging(level, config)
 
 
 def _config(args: argparse.Namespace) -> Config:
     config = load_config(args.config)
-    return override(config, "model", name=args.model, quantization=args.quantization)
+    model, quantization = getattr(args, "model", None), getattr(args, "quantization", None)
+    return override(config, "model", name=model, quantization=quantization)
 
 
 async def _serve(config: Config, adapters: list[str]) -> None:
     from adapters import serve_all
     from bot.engine import ChatEngine
+    from bot.health_server import start_operations
     from bot.generation import TorchGenerator
     from bot.model_loader import load_model
     from bot.shutdown import StopSignals, serve_until_stopped
@@ -64,15 +68,19 @@ async def _serve(config: Config, adapters: list[str]) -> None:
     loop = asyncio.get_running_loop()
     # SIGTERM (docker stop, systemd) and Ctrl-C: the engine drains, adapters disconnect, the database closes.
     signals = StopSignals()
+    operations = await start_operations(config, adapters)  # /healthz answers "model: loading" meanwhile
     loaded = await loop.run_in_executor(None, load_model, config.model)
+    operations.model_loaded()
     generator = TorchGenerator(loaded, config.generation)
     store = await open_store(config.storage.resolve_url())
+    operations.attach_store(store)
     engine = ChatEngine(store, generator, config)
     try:
         await serve_until_stopped(engine, serve_all(engine, config, adapters), signals)
     finally:
         await generator.close()
         await store.close()
+        await operations.close()
     if signals.received is signal.SIGINT:
         raise KeyboardInterrupt
 
@@ -100,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
             level = config.logging.level
         else:  # In a terminal chat, only problems should interrupt the conversation.
             level = "WARNING"
-        _setup_logging(level)
+        _setup_logging(level, config)
+        if args.command in ADMIN_COMMANDS:
+            return run_admin_command(args, config)
         if args.command == "model-info":
             _model_info(config)
         elif args.command == "chat":

@@ -167,6 +167,17 @@ class ShutdownConfig(_Section):
 
 class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+    """`json`: one JSON object per line (time, level, logger, message) for log collectors."""
+
+
+class HealthConfig(_Section):
+    """The operator's HTTP endpoint: `/healthz` for orchestrators, `/metrics` for Prometheus."""
+
+    enabled: bool = False
+    host: str = Field("127.0.0.1", min_length=1)
+    """Address to listen on; 127.0.0.1 keeps it on this machine (the container image sets 0.0.0.0)."""
+    port: Annotated[int, Field(ge=1, le=65535)] = 9464
 
 
 class Config(_Section):
@@ -181,6 +192,7 @@ class Config(_Section):
     access: AccessConfig = AccessConfig()
     shutdown: ShutdownConfig = ShutdownConfig()
     logging: LoggingConfig = LoggingConfig()
+    health: HealthConfig = HealthConfig()
 
 
 def _describe(error: ValidationError) -> str:

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+from bot import metrics
 from bot.access import AccessPolicy
 from bot.commands import CommandContext, parse_invocation
 from bot.config import Config
@@ -83,6 +84,7 @@ class ChatEngine:
 
     async def handle(self, msg: IncomingMessage, send: Send) -> Reply:
         """Answer `msg` through `send`; return what was answered and whether it was delivered."""
+        metrics.MESSAGES_RECEIVED.labels(platform=msg.platform).inc()
         if not self.access.allows(msg):
             return Reply(text="", kind=ReplyKind.IGNORED, delivered=False)
         if not self._accepting:
@@ -191,7 +193,8 @@ class ChatEngine:
     async def _generate(self, turns: list[str]) -> str:
         """The model's reply; an empty one is retried once, then replaced: never send an empty message."""
         for _attempt in range(2):
-            answer = (await self.generator.generate(turns)).strip()
+            with metrics.observe_generation():
+                answer = (await self.generator.generate(turns)).strip()
             if answer:
                 return answer
         logger.info("model gave an empty reply twice; using the fallback reply")
@@ -201,6 +204,8 @@ class ChatEngine:
         try:
             await send(text)
         except Exception as exc:
+            metrics.ERRORS.labels(kind="send").inc()
             logger.warning("could not send a %s reply in %s: %s", kind.value, msg.channel_key, exc)
             return Reply(text=text, kind=kind, delivered=False)
+        metrics.REPLIES_SENT.labels(platform=msg.platform, kind=kind.value).inc()
         return Reply(text=text, kind=kind, delivered=True)

@@ -94,6 +94,9 @@ class HistoryStore(Protocol):
 
     async def count_turns(self, channel_key: str) -> int: ...
 
+    async def total_turns(self) -> int:
+        """Stored turns in every channel (the operator's `dialobot_history_rows` metric)."""
+
     async def claim_event(self, event_key: str) -> bool:
         """Record a platform event id; False if it was already recorded (a re-delivery)."""
 
@@ -184,6 +187,10 @@ class SqlHistoryStore:
         query = select(func.count()).select_from(MessageRow).where(MessageRow.channel_key == channel_key)
         async with self._sessions() as session:
             return int(await session.scalar(query) or 0)
+
+    async def total_turns(self) -> int:
+        async with self._sessions() as session:
+            return int(await session.scalar(select(func.count()).select_from(MessageRow)) or 0)
 
     async def claim_event(self, event_key: str) -> bool:
         try:
