@@ -39,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     add("run", "start every adapter the config enables")
     add("model-info", "load the model and print its size and quantization")
     add_admin_commands(add)
+    quantize = add("quantize", "save the model quantized to INT8, to load fast with --model DIR")
+    quantize.add_argument("--out", required=True, help="directory to write (must not exist or be empty)")
+    bench = add("bench", "measure speed, batching, memory and start-up (see docs/benchmarks.md)", False)
+    from bot.bench_cli import add_bench_arguments
+
+    add_bench_arguments(bench)
     return parser
 
 
@@ -50,6 +56,9 @@ def _setup_logging(level: str, config: Config) -> None:
 
 def _config(args: argparse.Namespace) -> Config:
     config = load_config(args.config)
+    # `bench` has no model flags of its own (its --model names the model to measure, not to serve).
+    if args.command == "bench":
+        return config
     model, quantization = getattr(args, "model", None), getattr(args, "quantization", None)
     return override(config, "model", name=model, quantization=quantization)
 
@@ -58,8 +67,8 @@ async def _serve(config: Config, adapters: list[str]) -> None:
     from adapters import serve_all
     from bot.engine import ChatEngine
     from bot.health_server import start_operations
-    from bot.generation import TorchGenerator
     from bot.model_loader import load_model
+    from bot.scheduler import build_generator
     from bot.shutdown import StopSignals, serve_until_stopped
     from storage import open_store
 
@@ -71,7 +80,7 @@ async def _serve(config: Config, adapters: list[str]) -> None:
     operations = await start_operations(config, adapters)  # /healthz answers "model: loading" meanwhile
     loaded = await loop.run_in_executor(None, load_model, config.model)
     operations.model_loaded()
-    generator = TorchGenerator(loaded, config.generation)
+    generator = build_generator(loaded, config)
     store = await open_store(config.storage.resolve_url())
     operations.attach_store(store)
     engine = ChatEngine(store, generator, config)
@@ -98,6 +107,15 @@ def _model_info(config: Config) -> None:
     print(f"projections:  {info.projections.int8}/{info.projections.total} INT8")
 
 
+def _quantize(config: Config, out: str) -> None:
+    from bot.model_loader import load_model
+    from bot.prequantized import save_prequantized
+
+    loaded = load_model(override(config, "model", quantization="int8").model)
+    path = save_prequantized(loaded.model, loaded.tokenizer, loaded.info.parameters, out)
+    print(f"saved {loaded.info.summary()} to {path}; use it with --model {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -113,6 +131,12 @@ def main(argv: list[str] | None = None) -> int:
             return run_admin_command(args, config)
         if args.command == "model-info":
             _model_info(config)
+        elif args.command == "quantize":
+            _quantize(config, args.out)
+        elif args.command == "bench":
+            from bot.bench_cli import run_bench
+
+            run_bench(args)
         elif args.command == "chat":
             asyncio.run(_serve(config, ["console"]))
         else:

@@ -38,8 +38,10 @@ class TorchGenerator:
     computes, so the event loop stays responsive.
     """
 
-    def __init__(self, loaded: LoadedModel, settings: GenerationConfig) -> None:
+    def __init__(self, loaded: LoadedModel, settings: GenerationConfig, stop_at_eos: bool = True) -> None:
         self.info = loaded.info
+        # The benchmark turns this off so that every reply has exactly `max_new_tokens` tokens.
+        self._stop_at_eos = stop_at_eos
         self._model = loaded.model
         self._tokenizer = loaded.tokenizer
         self._settings = settings
@@ -61,15 +63,27 @@ class TorchGenerator:
         return await loop.run_in_executor(self._executor, self.generate_sync, list(turns))
 
     def generate_sync(self, turns: Sequence[str]) -> str:
-        """Blocking generation; `generate` runs this on the generation thread."""
-        prompt = self.prompt_ids(turns)
+        """Blocking generation of one reply: the batch-of-one case of `generate_batch_sync`."""
+        return self.generate_batch_sync([turns])[0]
+
+    def generate_batch_sync(self, conversations: Sequence[Sequence[str]]) -> list[str]:
+        """Blocking generation of one reply per conversation, all in one padded batch.
+
+        Prompts are left-padded (GPT-2 continues from the last position, so every row must end there) and the
+        attention mask hides the padding; transformers derives each row's positions from the mask, so a row's
+        reply does not depend on the length of its neighbours. Each row samples on its own.
+        """
+        prompts = [self.prompt_ids(turns) for turns in conversations]
+        width = max(len(p) for p in prompts)
+        input_ids = torch.tensor([[self._eos_id] * (width - len(p)) + p for p in prompts], dtype=torch.long)
+        attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
         s = self._settings
-        input_ids = torch.tensor([prompt], dtype=torch.long)
         with torch.inference_mode():
             output = self._model.generate(
                 input_ids,
-                attention_mask=torch.ones_like(input_ids),
+                attention_mask=attention_mask,
                 max_new_tokens=s.max_new_tokens,
+                min_new_tokens=None if self._stop_at_eos else s.max_new_tokens,
                 do_sample=s.do_sample,
                 top_k=s.top_k if s.do_sample else None,
                 top_p=s.top_p if s.do_sample else None,
@@ -79,8 +93,13 @@ class TorchGenerator:
                 eos_token_id=self._eos_id,
                 pad_token_id=self._eos_id,
             )
-        new_tokens = output[0, len(prompt) :]
-        return self._tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+        # Rows that finished early are filled with EOS, which decoding skips.
+        return [self._tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in output]
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        """The generation thread: whoever batches requests runs `generate_batch_sync` on it."""
+        return self._executor
 
     async def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -12,7 +12,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from transformers.utils import logging as hf_logging
 
 from bot.config import DEMO_MODEL, ModelConfig
-from bot.errors import ModelLoadError
+from bot.errors import ConfigError, ModelLoadError
+from bot.prequantized import is_prequantized, load_prequantized
 from bot.quantize import ProjectionCounts, count_projections, quantize_int8
 
 logger = logging.getLogger(__name__)
@@ -97,14 +98,20 @@ def load_model(config: ModelConfig) -> LoadedModel:
     if config.threads:
         torch.set_num_threads(config.threads)
     source = resolve_source(config.name)
-    tokenizer, model = _load_pretrained(source)
+    prequantized = is_prequantized(source)
+    if prequantized:
+        if config.quantization != "int8":
+            raise ConfigError(f"model.quantization: none, but {source} holds a pre-quantized INT8 model")
+        tokenizer, model, parameters = load_prequantized(source)
+    else:
+        tokenizer, model = _load_pretrained(source)
+        parameters = sum(p.numel() for p in model.parameters())
     if tokenizer.eos_token_id is None:
         raise ModelLoadError(
             f"model {config.name!r}: its tokenizer has no EOS token, which DialoGPT prompts need"
         )
     model.eval()
-    parameters = sum(p.numel() for p in model.parameters())
-    if config.quantization == "int8":
+    if config.quantization == "int8" and not prequantized:
         quantize_int8(model)
     context = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
     info = ModelInfo(

@@ -1,0 +1,78 @@
+"""Deleting a user's data and old data, with the audit row written in the same transaction."""
+
+from datetime import UTC, datetime, timedelta
+
+from storage import AuditRecord, NewTurn, Role
+
+
+async def exchange(store, key, author, text):
+    await store.append_turns(key, [NewTurn(Role.USER, author, text), NewTurn(Role.BOT, "bot", f"re: {text}")])
+
+
+async def texts(store, key):
+    return [t.text for t in await store.recent_turns(key, 10_000)]
+
+
+async def test_a_users_turns_and_the_replies_to_them_go_everywhere_on_that_platform(store):
+    for i in range(3):
+        await exchange(store, "discord:1:a", "alice", f"a{i}")
+        await exchange(store, "discord:1:a", "bob", f"b{i}")
+        await exchange(store, "discord:2:b", "alice", f"x{i}")
+    await exchange(store, "slack:T:C", "alice", "other platform")
+    audit = AuditRecord("discord:alice", "forget me", "discord:alice")
+    assert await store.delete_user_turns("discord", "alice", audit=audit) == 12
+    assert await texts(store, "discord:1:a") == ["b0", "re: b0", "b1", "re: b1", "b2", "re: b2"]
+    assert await texts(store, "discord:2:b") == []
+    assert await texts(store, "slack:T:C") == ["other platform", "re: other platform"]
+    [entry] = await store.audit_entries()
+    assert (entry.actor, entry.action, entry.target, entry.detail) == (
+        "discord:alice",
+        "forget me",
+        "discord:alice",
+        "12 turns deleted",
+    )
+
+
+async def test_more_turns_than_one_delete_statement_takes(store):
+    for i in range(700):
+        await store.append_turns(
+            f"discord:{i % 3}",
+            [NewTurn(Role.USER, "alice", f"m{i}"), NewTurn(Role.BOT, "bot", f"r{i}")],
+        )
+    assert await store.delete_user_turns("discord", "alice") == 1400
+    assert sum([await store.count_turns(f"discord:{i}") for i in range(3)]) == 0
+
+
+async def test_an_unknown_user_deletes_nothing_but_is_still_audited(store):
+    await exchange(store, "discord:1:a", "alice", "hi")
+    audit = AuditRecord("discord:mod", "purge", "discord:nobody")
+    assert await store.delete_user_turns("discord", "nobody", audit=audit) == 0
+    assert await store.count_turns("discord:1:a") == 2
+    assert [e.detail for e in await store.audit_entries()] == ["0 turns deleted"]
+
+
+async def test_platform_prefix_is_matched_literally(store):
+    await exchange(store, "discord:1:a", "alice", "hi")
+    assert await store.delete_user_turns("disc%", "alice") == 0
+    assert await store.delete_user_turns("disco_d", "alice") == 0
+    assert await store.count_turns("discord:1:a") == 2
+
+
+async def test_turns_before_a_cutoff_are_deleted_and_audited_only_when_some_were(store):
+    await exchange(store, "discord:1:a", "alice", "old")
+    cutoff = datetime.now(UTC) + timedelta(seconds=1)
+    audit = AuditRecord("system:retention", "retention", "before now")
+    assert await store.delete_turns_before(datetime.now(UTC) - timedelta(days=1), audit=audit) == 0
+    assert await store.audit_entries() == []
+    assert await store.delete_turns_before(cutoff, audit=audit) == 2
+    assert [(e.actor, e.detail) for e in await store.audit_entries()] == [
+        ("system:retention", "2 turns deleted")
+    ]
+
+
+async def test_reset_writes_its_audit_row(store):
+    await exchange(store, "discord:1:a", "alice", "hi")
+    await store.reset_channel("discord:1:a", audit=AuditRecord("discord:mod", "reset", "discord:1:a"))
+    await store.reset_channel("discord:1:a")  # without an audit record: none written
+    entries = await store.audit_entries()
+    assert [(e.action, e.detail) for e in entries] == [("reset", "2 turns deleted")]
