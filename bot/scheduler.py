@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from bot.config import BatchingConfig, Config
 from bot.generation import Generator, TorchGenerator
+from bot.metrics import BATCH_SIZE, QUEUE_DEPTH
 from bot.model_loader import LoadedModel
 
 logger = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class BatchingGenerator:
             self._worker = loop.create_task(self._run(), name="batching-generator")
         request = _Request(list(turns), loop.create_future(), loop.time())
         self._pending.append(request)
+        QUEUE_DEPTH.set(len(self._pending))
         self._wakeup.set()
         return await request.future
 
@@ -92,6 +94,7 @@ class BatchingGenerator:
                     await asyncio.wait_for(self._wakeup.wait(), remaining)
             self._drop_cancelled()
             batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
+            QUEUE_DEPTH.set(len(self._pending))
             if not self._pending:
                 self._wakeup.clear()
             if batch:
@@ -126,6 +129,7 @@ class BatchingGenerator:
         stats.replies += size
         stats.largest_batch = max(stats.largest_batch, size)
         stats.sizes[size] = stats.sizes.get(size, 0) + 1
+        BATCH_SIZE.observe(size)
         logger.debug("generating a batch of %d (%d waiting)", size, len(self._pending))
 
     async def close(self) -> None:

@@ -6,8 +6,14 @@ import pytest
 
 from bot.config import BatchingConfig, GenerationConfig, ModelConfig, parse_config
 from bot.generation import TorchGenerator
+from bot.metrics import REGISTRY
 from bot.model_loader import load_model
 from bot.scheduler import BatchingGenerator, build_generator
+
+
+def batch_size_count() -> float:
+    return REGISTRY.get_sample_value("dialobot_batch_size_count") or 0.0
+
 
 GREEDY = GenerationConfig(do_sample=False, max_new_tokens=12)
 # Prompts of very different lengths, so the batch needs a lot of left padding.
@@ -57,12 +63,14 @@ async def test_concurrent_requests_share_a_batch_and_get_their_own_replies(fp32)
         TorchGenerator(fp32, GREEDY), BatchingConfig(max_batch_size=8, window_ms=200)
     )
     expected = [TorchGenerator(fp32, GREEDY).generate_sync(t) for t in CONVERSATIONS]
+    before = batch_size_count()
     try:
         replies = await asyncio.gather(*(generator.generate(t) for t in CONVERSATIONS))
     finally:
         await generator.close()
     assert replies == expected
     assert generator.stats.batches == 1 and generator.stats.largest_batch == len(CONVERSATIONS)
+    assert batch_size_count() == before + 1  # observed for /metrics too
 
 
 async def test_batches_are_capped_and_a_request_arriving_during_a_batch_is_served(fp32):
