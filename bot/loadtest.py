@@ -312,7 +312,10 @@ async def _main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         db_url = args.db_url or f"sqlite+aiosqlite:///{Path(tmp) / 'loadtest.db'}"
         extra = {"generation": {"max_new_tokens": args.max_new_tokens, "timeout_seconds": 0}}
-        config = load_config(args.channels, args.per_channel, **extra)
+        if args.default_limits:  # the shipped bounds: a flood beyond them gets "busy" replies
+            config = parse_config(extra)
+        else:
+            config = load_config(args.channels, args.per_channel, **extra)
         generator = _generator(args.model, config)
         load = await run_load(db_url, generator, config, args.channels, args.per_channel)
         result = {"load": asdict(load) | {"ok": load.ok}}
@@ -334,6 +337,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="a real model (`demo`, a hub id, a directory) instead of the echo")
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--db-url", help="an empty database to use (default: a fresh SQLite file)")
+    parser.add_argument(
+        "--default-limits",
+        action="store_true",
+        help="keep the default back-pressure bounds (else they are raised to let the whole load in)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
     return asyncio.run(_main(args))
