@@ -28,16 +28,19 @@ MIN_SECRET_LENGTH = 4  # shorter values would blot out ordinary words
 def secret_values(config: Config) -> list[str]:
     """The values of every environment variable a `*_env` key names, and any password in a database URL."""
     secrets: set[str] = set()
-    for section in config.model_dump().values():
+    for section_name, section in config.model_dump().items():
         for key, name in section.items():
-            if key.endswith("_env") and name and (value := os.environ.get(name)):
-                secrets.add(value)
-                try:
-                    password = make_url(value).password
-                except (ArgumentError, ValueError):
-                    password = None
-                if password:
-                    secrets.add(str(password))
+            if not (key.endswith("_env") and name and (value := os.environ.get(name))):
+                continue
+            if (section_name, key) != ("storage", "url_env"):
+                secrets.add(value)  # a token or signing secret
+                continue
+            try:
+                password = make_url(value).password
+            except (ArgumentError, ValueError):
+                password = value  # not a URL we can read: keep all of it out of the logs
+            if password:  # a database URL with a password: blot out the password, and the URL whole
+                secrets.update((value, str(password)))
     # Longest first, so that a secret containing another is blotted out whole.
     return sorted((s for s in secrets if len(s) >= MIN_SECRET_LENGTH), key=len, reverse=True)
 

@@ -110,3 +110,9 @@ def test_redactor_rewrites_message_and_arguments():
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "token=%s and %d", ("abcd1234", 5), None)
     SecretRedactor(["abcd1234"]).filter(record)
     assert record.getMessage() == "token=*** and 5"
+
+
+def test_a_database_url_without_a_password_stays_readable_in_logs(monkeypatch):
+    monkeypatch.setenv("DIALOBOT_DATABASE_URL", "sqlite+aiosqlite:////data/dialobot.db")
+    config = parse_config({"storage": {"url_env": "DIALOBOT_DATABASE_URL"}})
+    assert not any("dialobot.db" in value for value in secret_values(config))
