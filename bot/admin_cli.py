@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import logging
 import sys
@@ -68,7 +69,7 @@ async def _db(action: str, config: Config) -> int:
 
 
 async def _history(args: argparse.Namespace, config: Config) -> int:
-    from storage import open_store
+    from storage import AuditRecord, open_store
 
     if args.action == "reset" and not args.yes and not _confirmed(args.channel):
         raise DialobotError(
@@ -77,7 +78,9 @@ async def _history(args: argparse.Namespace, config: Config) -> int:
     store = await open_store(config.storage.resolve_url())
     try:
         if args.action == "reset":
-            deleted = await store.reset_channel(args.channel)
+            # An operator's reset is an admin action like the chat command's: it goes in the audit log.
+            audit = AuditRecord(f"cli:{getpass.getuser()}", "reset", args.channel)
+            deleted = await store.reset_channel(args.channel, audit=audit)
             print(f"deleted {deleted} turns of {args.channel}")
             return 0
         turns = await store.recent_turns(args.channel, await store.count_turns(args.channel))

@@ -3,6 +3,8 @@
 The rule under test: a non-admin cannot reset, purge or read another user's history by any command.
 """
 
+import asyncio
+import getpass
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,6 +14,8 @@ from bot.config import parse_config
 from bot.engine import ChatEngine
 from bot.message import IncomingMessage, ReplyKind
 from bot.retention import purge_expired
+from storage import NewTurn, Role, open_store
+from tests.bot.test_cli import dialobot
 from tests.conftest import FakeGenerator, Outbox
 
 
@@ -231,3 +235,20 @@ async def test_retention_off_deletes_nothing(engine, store):
     off = parse_config({}).access
     assert await purge_expired(store, off, now=datetime.now(UTC) + timedelta(days=3650)) == 0
     assert await store.count_turns("discord:1:10") == 4
+
+
+# ---- the operator's reset from the command line ----
+
+
+async def test_an_operators_history_reset_is_audited_too(db_url, tmp_path):
+    config_file = tmp_path / "dialobot.toml"
+    config_file.write_text(f'[storage]\npath = "{tmp_path / "history.db"}"\n')
+    store = await open_store(db_url)
+    await store.append_turns("slack:T:C", [NewTurn(Role.USER, "u", "bye")])
+    await store.close()
+    args = ("history", "reset", "--channel", "slack:T:C", "--yes", "--config", str(config_file))
+    assert (await asyncio.to_thread(dialobot, *args)).returncode == 0
+    store = await open_store(db_url)
+    [entry] = await store.audit_entries()
+    await store.close()
+    assert (entry.actor, entry.action, entry.target) == (f"cli:{getpass.getuser()}", "reset", "slack:T:C")
