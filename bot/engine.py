@@ -119,6 +119,7 @@ class ChatEngine:
             try:
                 answer = await command.handler(CommandContext(message=msg, engine=self, args=args))
             except Exception:
+                metrics.ERRORS.labels(kind="command").inc()
                 logger.exception("command %s failed in %s", command.name, msg.channel_key)
                 return await self._deliver(msg, send, STORE_FAILED, ReplyKind.NOTICE)
             return await self._deliver(msg, send, answer, ReplyKind.COMMAND)
@@ -129,6 +130,7 @@ class ChatEngine:
         try:
             history = await self.store.recent_turns(msg.channel_key, self.config.history.max_turns)
         except Exception:
+            metrics.ERRORS.labels(kind="storage").inc()
             logger.exception("could not read the history of %s", msg.channel_key)
             return await self._deliver(msg, send, STORE_FAILED, ReplyKind.NOTICE)
         turns = [turn.text for turn in history] + [text]
@@ -136,6 +138,7 @@ class ChatEngine:
             async with asyncio.timeout(self.config.generation.timeout_seconds or None):
                 answer = await self._generate(turns)
         except TimeoutError:
+            metrics.ERRORS.labels(kind="generation_timeout").inc()
             logger.warning(
                 "generation in %s took over %.0fs; gave up",
                 msg.channel_key,
@@ -170,6 +173,7 @@ class ChatEngine:
             await asyncio.shield(write)
         except Exception:
             # The reply is out; only its memory is lost, and the transaction leaves history consistent.
+            metrics.ERRORS.labels(kind="storage").inc()
             logger.exception("the reply in %s was sent but could not be stored", msg.channel_key)
 
     async def drain(self, deadline: float) -> DrainResult:

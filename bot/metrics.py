@@ -35,7 +35,7 @@ REPLIES_SENT = Counter(
 )
 ERRORS = Counter(
     "dialobot_errors",
-    "Failures, by kind: generation (the model raised), send (the platform refused a reply), ...",
+    "Failures by kind: generation, generation_timeout, send (platform refused), storage, command.",
     ["kind"],
     registry=REGISTRY,
 )

@@ -110,7 +110,7 @@ async def test_healthz_and_metrics_follow_a_console_session(health_config, store
         await operations.close()
 
 
-async def test_errors_are_counted_by_kind(health_config, store, fake_generator, http):
+async def test_errors_are_counted_by_kind(health_config, store, fake_generator, http, monkeypatch):
     operations = await start_operations(health_config, [])
     try:
         _, before = await get(http, health_config, "/metrics")
@@ -122,9 +122,20 @@ async def test_errors_are_counted_by_kind(health_config, store, fake_generator, 
         refusing = Outbox()
         refusing.fail = True
         await engine.handle(msg, refusing)
+
+        async def database_down(*_args):
+            raise ConnectionError("database went away")
+
+        monkeypatch.setattr(store, "recent_turns", database_down)
+        await engine.handle(msg, Outbox())
         _, after = await get(http, health_config, "/metrics")
     finally:
         await operations.close()
+    assert (
+        sample(after, "dialobot_errors_total", kind="storage")
+        - sample(before, "dialobot_errors_total", kind="storage")
+        == 1
+    )
     assert (
         sample(after, "dialobot_errors_total", kind="generation")
         - sample(before, "dialobot_errors_total", kind="generation")
