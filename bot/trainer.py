@@ -32,29 +32,35 @@ class TrainConfig:
     warmup_fraction: float = 0.05
     max_length: int = 128
     seed: int = 0
-    pack: bool = False
-    """Pack dialogs back to back into blocks of `max_length` tokens instead of one padded dialog per row.
+    context_turns: int = 0
+    """Put each dialog behind 0 to this many turns of other random dialogs, drawn afresh every epoch.
 
-    Packing trains every position up to `max_length` and teaches the model to answer the last turn after
-    unrelated earlier ones, as a chat prompt with history looks; it also wastes no compute on padding.
+    Short dialogs alone teach a model to answer only at the start of a conversation; in a chat the prompt
+    carries earlier turns. Fresh unrelated context each epoch teaches it to answer the last turn whatever came
+    before, and trains the positions that a prompt with history reaches.
     """
     threads: int = 0
     """torch threads while training; 0 keeps the current setting. Tiny models train fastest on one."""
 
 
-def dialog_ids(tokenizer: PreTrainedTokenizerBase, dialog: Sequence[str], max_length: int) -> list[int]:
-    """`turn<eos>turn<eos>...` token ids, as DialoGPT was trained, cut to `max_length`."""
-    eos = tokenizer.eos_token_id
-    ids = [token for turn in dialog for token in [*encode_turn(tokenizer, turn), eos]]
-    return ids[:max_length]
+def turn_ids(tokenizer: PreTrainedTokenizerBase, dialog: Sequence[str]) -> list[list[int]]:
+    """Each turn's token ids followed by EOS: joined, they are DialoGPT's `turn<eos>turn<eos>...`."""
+    return [[*encode_turn(tokenizer, turn), tokenizer.eos_token_id] for turn in dialog]
 
 
-def _pack(examples: list[list[int]], block: int, rng: random.Random) -> list[list[int]]:
-    """The examples in a random order, concatenated and cut into blocks of `block` tokens."""
-    order = list(range(len(examples)))
-    rng.shuffle(order)
-    stream = [token for i in order for token in examples[i]]
-    return [stream[start : start + block] for start in range(0, len(stream) - 1, block)]
+def _examples(dialogs: list[list[list[int]]], config: TrainConfig, rng: random.Random) -> list[list[int]]:
+    """One epoch's rows: each dialog behind fresh random context turns, cut to `max_length` from the left."""
+    rows = []
+    for dialog in dialogs:
+        turns = list(dialog)
+        wanted = rng.randint(0, config.context_turns)
+        context: list[list[int]] = []
+        while len(context) < wanted:
+            context += rng.choice(dialogs)
+        turns = context[len(context) - wanted :] + turns
+        # Keep the end: the dialog itself matters more than the context in front of it.
+        rows.append([token for turn in turns for token in turn][-config.max_length :])
+    return rows
 
 
 def _batches(examples: list[list[int]], batch_size: int, rng: random.Random, pad_id: int):
@@ -92,11 +98,10 @@ def train_causal_lm(
 def _train(model, tokenizer, dialogs, config: TrainConfig, progress: bool) -> list[float]:
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
-    examples = [ids for d in dialogs if len(ids := dialog_ids(tokenizer, d, config.max_length)) >= 2]
-    if not examples:
+    encoded = [turns for d in dialogs if len(turns := turn_ids(tokenizer, d)) >= 1]
+    if not encoded:
         raise ValueError("no training examples")
-    rows = len(_pack(examples, config.max_length, rng)) if config.pack else len(examples)
-    steps = config.epochs * math.ceil(rows / config.batch_size)
+    steps = config.epochs * math.ceil(len(encoded) / config.batch_size)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
@@ -108,8 +113,8 @@ def _train(model, tokenizer, dialogs, config: TrainConfig, progress: bool) -> li
         for epoch in range(config.epochs):
             total = 0.0
             count = 0
-            rows_this_epoch = _pack(examples, config.max_length, rng) if config.pack else examples
-            for input_ids, mask, labels in _batches(rows_this_epoch, config.batch_size, rng, pad_id):
+            examples = _examples(encoded, config, rng)
+            for input_ids, mask, labels in _batches(examples, config.batch_size, rng, pad_id):
                 loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -133,9 +133,7 @@ def engine(store, fake_generator, config) -> ChatEngine:
     return ChatEngine(store, fake_generator, config)
 
 
-TINY_RECIPE_KWARGS = dict(
-    vocab_size=512, n_layer=2, n_head=2, n_embd=64, n_positions=1024, context_turns=0, dialog_limit=400
-)
+TINY_RECIPE_KWARGS = dict(vocab_size=512, n_layer=2, n_head=2, n_embd=64, n_positions=1024, dialog_limit=400)
 
 
 @pytest.fixture(scope="session")
