@@ -5,6 +5,7 @@ The rule under test: a non-admin cannot reset, purge or read another user's hist
 
 import asyncio
 import getpass
+import signal
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,6 +15,7 @@ from bot.config import parse_config
 from bot.engine import ChatEngine
 from bot.message import IncomingMessage, ReplyKind
 from bot.retention import purge_expired
+from bot.shutdown import StopSignals, serve_until_stopped
 from storage import NewTurn, Role, open_store
 from tests.bot.test_cli import dialobot
 from tests.conftest import FakeGenerator, Outbox
@@ -252,3 +254,24 @@ async def test_an_operators_history_reset_is_audited_too(db_url, tmp_path):
     [entry] = await store.audit_entries()
     await store.close()
     assert (entry.actor, entry.action, entry.target) == (f"cli:{getpass.getuser()}", "reset", "slack:T:C")
+
+
+async def test_the_bot_applies_retention_on_a_schedule_while_it_serves(store):
+    config = parse_config({"access": {"retention_days": 0.2 / 86400, "retention_check_minutes": 0.1 / 60}})
+    engine = ChatEngine(store, FakeGenerator(), config)
+    await chat(engine, "soon forgotten")
+
+    async def adapter():  # serves until the schedule has emptied the conversation
+        async with asyncio.timeout(5):
+            while await store.count_turns("discord:1:10"):  # noqa: ASYNC110 - polling the real store
+                await asyncio.sleep(0.05)
+
+    signals = StopSignals()
+    loop = asyncio.get_running_loop()
+    try:
+        await serve_until_stopped(engine, adapter(), signals)
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+        loop.remove_signal_handler(signal.SIGINT)
+    [entry] = await store.audit_entries()
+    assert entry.actor == "system:retention" and entry.detail == "2 turns deleted"
