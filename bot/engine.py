@@ -29,7 +29,7 @@ from bot.config import Config
 from bot.generation import Generator
 from bot.limits import TOO_LONG_NOTICE, Admission, cut_to_limit
 from bot.message import IncomingMessage, Reply, ReplyKind, Send
-from bot.sanitize import storable_text
+from bot.sanitize import is_blank, storable_text
 from storage import HistoryStore, NewTurn, Role
 
 logger = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ class ChatEngine:
 
     async def _handle(self, msg: IncomingMessage, send: Send) -> Reply:
         text = storable_text(msg.text).strip()
-        if not text:
+        if is_blank(text):
             return await self._deliver(msg, send, EMPTY_MESSAGE_HINT, ReplyKind.NOTICE)
         invocation = parse_invocation(text)
         if invocation is None:

@@ -8,6 +8,8 @@ is kept as the user wrote it: the prompt encodes special-token text as plain tex
 
 from __future__ import annotations
 
+import unicodedata
+
 REPLACEMENT = "\ufffd"
 
 
@@ -21,3 +23,9 @@ def storable_text(text: str) -> str:
         # Through UTF-16, a valid surrogate pair becomes its character and a lone one becomes U+FFFD.
         text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
     return text
+
+
+def is_blank(text: str) -> bool:
+    """True when nothing would be visible: only whitespace, control and format characters (zero-width
+    spaces and joiners, direction marks), as a message that was only a mention often is."""
+    return all(ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf") for ch in text)

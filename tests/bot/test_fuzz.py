@@ -16,7 +16,7 @@ from bot.engine import EMPTY_MESSAGE_HINT, ChatEngine
 from bot.loadtest import CONTROL, RTL, SPECIAL, ZERO_WIDTH
 from bot.message import IncomingMessage, ReplyKind
 from bot.prompt import build_prompt_ids, encode_turn
-from bot.sanitize import storable_text
+from bot.sanitize import is_blank, storable_text
 from tests.conftest import FakeGenerator, Outbox
 
 MAX_CHARS = 300
@@ -103,9 +103,18 @@ async def test_the_engine_answers_anything_exactly_once_and_stores_it_whole(stor
         assert [t.text for t in stored] == [asked[-1], generator_answer(asked)]
     else:
         assert stored == []
-        if not storable_text(text).strip():
-            assert out.sent == [EMPTY_MESSAGE_HINT]
+    if is_blank(storable_text(text)):
+        assert out.sent == [EMPTY_MESSAGE_HINT] and generator.calls == []
 
 
 def generator_answer(turns):
     return f"echo: {turns[-1]} ({len(turns)} turns seen)"
+
+
+@pytest.mark.parametrize("text", ["\u200b", "\u200f\u200e", " \u2060 \ufeff", "\x00", "\u202e\n\t"])
+async def test_a_message_with_nothing_visible_gets_the_hint(engine, fake_generator, store, text):
+    out = Outbox()
+    msg = IncomingMessage(platform="fuzz", channel_key="fuzz:blank", author_id="u", text=text)
+    assert (await engine.handle(msg, out)).kind is ReplyKind.NOTICE
+    assert out.sent == [EMPTY_MESSAGE_HINT] and fake_generator.calls == []
+    assert await store.count_turns("fuzz:blank") == 0
