@@ -9,7 +9,7 @@ from storage import NewTurn, Role
 
 # The fake Discord and the running bot are test_discord.py's fixtures, imported to be reused: pytest finds
 # them by name, which ruff sees as unused imports shadowed by the test arguments.
-from tests.adapters.test_discord import bot, fake, start_bot, world  # noqa: F401
+from tests.adapters.test_discord import bot, fake, start_bot, stored, world  # noqa: F401
 
 REFUSAL = "Sorry, only admins can use `{}` here."
 
@@ -73,3 +73,27 @@ async def test_a_server_admins_purge_is_obeyed_and_audited(world, bot, store):
     assert await store.count_turns(general) == 0
     [entry] = await store.audit_entries()
     assert (entry.actor, entry.action) == (f"discord:{world.mod['id']}", "purge")
+
+
+async def test_a_flood_through_discord_gets_exactly_one_reply_per_message(world, bot, store, fake_generator):
+    """4 conversations x 20 messages at once through the real client: one reply each (an answer or "busy"),
+    answers in order, history exactly the answered exchanges."""
+    fake_generator.delay = 0.02
+    conversations = [world.general, world.chat, world.thread, world.dm]
+    asked: dict[str, list[str]] = {}
+    for channel in conversations:
+        prefix = "" if channel in (world.chat, world.dm) else f"{world.mention} "
+        asked[channel["id"]] = [
+            (await world.say(channel, f"{prefix}flood {i} in {channel['id']}"))["id"] for i in range(20)
+        ]
+    for channel in conversations:
+        replies = await world.replies(channel, count=20)
+        answered_ids = [str(r["message_reference"]["message_id"]) for r in replies]
+        assert sorted(answered_ids) == sorted(asked[channel["id"]])  # each exactly once
+        answers = [r["content"] for r in replies if r["content"].startswith("echo: ")]
+        numbers = [int(a.split()[2]) for a in answers]
+        assert numbers == sorted(numbers)
+        turns = await stored(store, world.key(channel), 2 * len(answers))  # stored just after sending
+        assert len(turns) == 2 * len(answers)
+        assert [t.text for t in turns if t.role is Role.BOT] == answers
+        assert all(f"in {channel['id']}" in t.text for t in turns)  # nothing from another conversation
