@@ -124,6 +124,7 @@ class SlackAdapter:
         self.app.event("app_mention")(self._on_event)
         self.app.event("message")(self._on_event)
         self._tasks: set[asyncio.Task] = set()
+        self._in_order = asyncio.Lock()
         self._admins: dict[str, tuple[bool, float]] = {}
         self._socket: AsyncSocketModeHandler | None = None
         self._runner: web.AppRunner | None = None
@@ -210,9 +211,13 @@ class SlackAdapter:
 
     async def _answer(self, team: str, event_id: str, event: dict, bot_user_id: str | None) -> None:
         try:
-            if not await self.engine.store.claim_event(f"slack:{team}:{event_id}"):
-                logger.info("event %s was already answered; ignoring the re-delivery", event_id)
-                return
+            # Events reach the engine in the order Slack delivered them: claims run one at a time (concurrent
+            # database writes finish in any order), and nothing awaits between a claim and `engine.handle`
+            # except an admin command's role lookup.
+            async with self._in_order:
+                if not await self.engine.store.claim_event(f"slack:{team}:{event_id}"):
+                    logger.info("event %s was already answered; ignoring the re-delivery", event_id)
+                    return
             target, channel_key = self._route(team, event)
             text = clean_text(event.get("text", ""), bot_user_id)
             command = parse_command(text)

@@ -4,8 +4,9 @@ purge in a channel or a DM; `forget me` needs no admin and deletes only the aske
 # ruff: noqa: F811
 from __future__ import annotations
 
+from bot.limits import BUSY
 from storage import NewTurn, Role
-from tests.adapters.fake_slack import direct_message, mention
+from tests.adapters.fake_slack import direct_message, event_callback, mention
 
 # The fake Slack and the running adapter are test_slack.py's fixtures, imported to be reused (pytest finds
 # them by name).
@@ -46,3 +47,20 @@ async def test_forget_me_over_slack_needs_no_admin_and_deletes_only_the_askers_t
     assert [t.text for t in await store.recent_turns(CHANNEL_KEY, 10)] == ["theirs", "ok"]
     assert await store.count_turns(DM_KEY) == 0
     assert fake.calls_to("users.info") == []  # no admin lookup for a command anyone may run
+
+
+async def test_a_flood_through_slack_gets_exactly_one_reply_per_event(fake, bot, store, fake_generator):
+    """30 mentions at once over Socket Mode: one post each (an answer or "busy"), answers stored in order."""
+    fake_generator.delay = 0.02
+    for i in range(30):
+        event = mention(f"flood {i}", ts=f"1700000100.{i:06d}")
+        await fake.send_event(event_callback(event, f"EvFlood{i}"))
+    await bot.wait_idle()
+    texts = [p["text"] for p in fake.posted]
+    assert len(texts) == 30
+    answers = [t for t in texts if t.startswith("echo: ")]
+    busy = [t for t in texts if not t.startswith("echo: ")]
+    assert all(t == BUSY for t in busy)
+    assert [int(a.split()[2]) for a in answers] == sorted(int(a.split()[2]) for a in answers)
+    turns = await store.recent_turns(CHANNEL_KEY, 100)
+    assert [t.text for t in turns if t.role is Role.BOT] == answers
