@@ -66,7 +66,9 @@ class ChatEngine:
         self.forget_requests: dict[tuple[str, str], float] = {}
         """`forget me` requests waiting for `forget me confirm`: (platform, user) -> when asked."""
         self._accepting = True
-        self._active: set[asyncio.Task] = set()
+        self._active: dict[asyncio.Future[None], asyncio.Task] = {}
+        """One future per message being handled, done when its handling ends, and the task handling it (an
+        adapter may handle messages inline in a task that lives on, like the console's)."""
         self._writes: set[asyncio.Task] = set()
 
     @asynccontextmanager
@@ -89,12 +91,13 @@ class ChatEngine:
             return Reply(text="", kind=ReplyKind.IGNORED, delivered=False)
         if not self._accepting:
             return await self._deliver(msg, send, SHUTTING_DOWN, ReplyKind.NOTICE)
-        task = asyncio.current_task()
-        self._active.add(task)
+        done = asyncio.get_running_loop().create_future()
+        self._active[done] = asyncio.current_task()
         try:
             return await self._handle(msg, send)
         finally:
-            self._active.discard(task)
+            del self._active[done]
+            done.set_result(None)
 
     async def _handle(self, msg: IncomingMessage, send: Send) -> Reply:
         text = storable_text(msg.text).strip()
@@ -182,17 +185,19 @@ class ChatEngine:
         Exchanges already delivered are still written: their writes are awaited after the deadline too.
         """
         self._accepting = False
-        active = set(self._active)
-        pending: set[asyncio.Task] = set()
+        active = dict(self._active)
+        pending: set[asyncio.Future[None]] = set()
         if active:
             _, pending = await asyncio.wait(active, timeout=deadline)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            for done in pending:
+                active[done].cancel()
+            if pending:
+                await asyncio.wait(pending)  # each handling unwinds (stores nothing) and marks itself done
         await asyncio.gather(*set(self._writes), return_exceptions=True)
+        finished = len(active) - len(pending)
         if active:
-            logger.info("drained: %d answers finished, %d cancelled", len(active - pending), len(pending))
-        return DrainResult(finished=len(active - pending), cancelled=len(pending))
+            logger.info("drained: %d answers finished, %d cancelled", finished, len(pending))
+        return DrainResult(finished=finished, cancelled=len(pending))
 
     async def _generate(self, turns: list[str]) -> str:
         """The model's reply; an empty one is retried once, then replaced: never send an empty message."""

@@ -188,3 +188,23 @@ async def test_sigterm_drains_then_stops_the_adapters(store):
     assert adapter_stopped.is_set()
     assert out.sent == ["echo: in flight (1 turns seen)"]
     assert await store.count_turns("console:a") == 2
+
+
+async def test_drain_waits_for_the_answer_not_for_an_adapter_task_that_lives_on(store):
+    """The console handles messages inline in its one long-lived task: the drain must end with the answer."""
+    engine = ChatEngine(store, FakeGenerator(delay=0.1), parse_config({}))
+    out = Outbox()
+
+    async def console_like():
+        await engine.handle(msg("hi"), out)
+        await asyncio.sleep(3600)  # waiting for the next line
+
+    adapter = asyncio.create_task(console_like())
+    await asyncio.sleep(0.02)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    result = await engine.drain(deadline=10)
+    assert (result.finished, result.cancelled) == (1, 0)
+    assert loop.time() - started < 2
+    assert out.sent == ["echo: hi (1 turns seen)"] and not adapter.done()
+    adapter.cancel()
