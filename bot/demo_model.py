@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -129,7 +130,7 @@ def ensure_demo_model(
         if (target / "config.json").is_file():
             return target
         if progress:
-            print(f"Building the demo model in {target} (first use only, a few minutes)...", flush=True)
+            print(f"Building the demo model in {target} (first use only, a few minutes)...", file=sys.stderr)
         tmp = Path(tempfile.mkdtemp(prefix=".demo-build-", dir=root))
         try:
             build_demo_model(tmp / "model", recipe, progress=progress)

@@ -2,6 +2,7 @@
 
 import io
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -83,6 +84,7 @@ def test_a_long_piped_conversation_never_errors(tiny_model_dir, tmp_path):
 
 def test_sigterm_stops_a_waiting_chat_cleanly(tiny_model_dir, tmp_path):
     env = {**os.environ, "DIALOBOT_DATA_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    env.pop("DIALOBOT_CONFIG", None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "bot", "chat", "--model", str(tiny_model_dir)],
         stdin=subprocess.PIPE,
@@ -93,6 +95,8 @@ def test_sigterm_stops_a_waiting_chat_cleanly(tiny_model_dir, tmp_path):
     )
     proc.stdin.write("/status\n")
     proc.stdin.flush()
+    readable, _, _ = select.select([proc.stdout], [], [], 300)
+    assert readable, "the chat never answered"
     assert proc.stdout.readline().startswith("Bot: Model:")  # loaded and serving, now waiting for input
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0
