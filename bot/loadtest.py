@@ -301,11 +301,11 @@ def _generator(model: str | None, config: Config) -> Generator:
     if not model:
         return EchoGenerator()
     from bot.config import override
-    from bot.generation import TorchGenerator
     from bot.model_loader import load_model
+    from bot.scheduler import build_generator
 
     settings = override(config, "model", name=model)
-    return TorchGenerator(load_model(settings.model), settings.generation)
+    return build_generator(load_model(settings.model), settings)  # as the bot serves: batched by default
 
 
 async def _main(args: argparse.Namespace) -> int:
