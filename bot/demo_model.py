@@ -1,7 +1,7 @@
 """The offline demo model: a small DialoGPT-architecture model trained here on chatterbot-corpus.
 
 Model weights cannot always be downloaded, and a newcomer must still be able to chat. The demo model is a
-GPT-2 (the DialoGPT architecture, 1024 positions) with a byte-level BPE tokenizer, both trained from scratch
+GPT-2 (the DialoGPT architecture, 128 positions) with a byte-level BPE tokenizer, both trained from scratch
 on the corpus's English conversations. It is built on first use into the cache directory, seeded so every
 build is the same, and loaded afterwards like any local model directory.
 """
