@@ -15,8 +15,8 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator
-from contextlib import AsyncExitStack, contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from typing import Any
 
 import discord
@@ -92,6 +92,7 @@ class DiscordBot(discord.AutoShardedClient):
         self._always_answer_ids = frozenset(settings.always_answer_channel_ids)
         self._forbidden_until: dict[int, float] = {}
         self._answering: set[asyncio.Task] = set()
+        self._arrivals: dict[int, list] = {}  # channel id -> [FIFO lock, users]
         for command in (c for c in COMMANDS if c.slash):  # the others are typed after a mention
             self.tree.add_command(
                 app_commands.Command(
@@ -198,26 +199,43 @@ class DiscordBot(discord.AutoShardedClient):
             logger.debug("skipping a message in %s: no permission to send there", channel.id)
             return
         guild_id = message.guild.id if message.guild else None
-        incoming = IncomingMessage(
-            platform="discord",
-            channel_key=channel_key(guild_id, await self._resolve(channel, guild_id)),
-            author_id=str(author.id),
-            author_name=author.display_name,
-            text=text,
-            is_admin=self._is_admin(author, getattr(author, "guild_permissions", None)),
-            is_direct=is_direct,
-            message_id=str(message.id),
-        )
         async with AsyncExitStack() as typing:
-            try:
-                await typing.enter_async_context(channel.typing())
-            except discord.Forbidden:
-                self._note_forbidden(channel.id)
-                return
-            except discord.HTTPException as exc:
-                logger.debug("no typing indicator in %s: %s", incoming.channel_key, exc)
+            # The REST calls before the engine (channel lookup, typing) finish in any order: a channel's
+            # messages pass them one at a time, so they reach the engine, and are answered, in arrival order.
+            async with self._arrival_order(channel.id):
+                incoming = IncomingMessage(
+                    platform="discord",
+                    channel_key=channel_key(guild_id, await self._resolve(channel, guild_id)),
+                    author_id=str(author.id),
+                    author_name=author.display_name,
+                    text=text,
+                    is_admin=self._is_admin(author, getattr(author, "guild_permissions", None)),
+                    is_direct=is_direct,
+                    message_id=str(message.id),
+                )
+                try:
+                    await typing.enter_async_context(channel.typing())
+                except discord.Forbidden:
+                    self._note_forbidden(channel.id)
+                    return
+                except discord.HTTPException as exc:
+                    logger.debug("no typing indicator in %s: %s", incoming.channel_key, exc)
+                # Tasks start in creation order, and the engine queues a channel's messages as they start.
+                answer = asyncio.ensure_future(self.engine.handle(incoming, self._reply_sender(message)))
             with self._answering_task():
-                await self.engine.handle(incoming, self._reply_sender(message))
+                await answer
+
+    @asynccontextmanager
+    async def _arrival_order(self, channel_id: int) -> AsyncIterator[None]:
+        entry = self._arrivals.setdefault(channel_id, [asyncio.Lock(), 0])
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if not entry[1]:
+                del self._arrivals[channel_id]
 
     def _mentioned(self, message: discord.Message, role: discord.Role | None) -> bool:
         """Mentioned by id or by the bot's own role, or the message replies to one of the bot's messages."""

@@ -5,6 +5,8 @@ only the asker's own turns; an admin's purge works and is audited."""
 # ruff: noqa: F811
 from __future__ import annotations
 
+import asyncio
+
 from storage import NewTurn, Role
 
 # The fake Discord and the running bot are test_discord.py's fixtures, imported to be reused: pytest finds
@@ -97,3 +99,19 @@ async def test_a_flood_through_discord_gets_exactly_one_reply_per_message(world,
         assert len(turns) == 2 * len(answers)
         assert [t.text for t in turns if t.role is Role.BOT] == answers
         assert all(f"in {channel['id']}" in t.text for t in turns)  # nothing from another conversation
+
+
+async def test_slow_typing_indicators_do_not_reorder_a_channels_messages(world, bot, store, monkeypatch):
+    """Each message first starts the typing indicator (a REST call); those calls may finish in any order."""
+    original = bot.http.send_typing
+    delays = [0.3, 0.2, 0.1, 0.0, 0.0]
+
+    async def slow_typing(channel_id):
+        await asyncio.sleep(delays.pop(0) if delays else 0)
+        return await original(channel_id)
+
+    monkeypatch.setattr(bot.http, "send_typing", slow_typing)
+    for i in range(5):
+        await world.say(world.chat, f"in order {i}")
+    replies = await world.replies(world.chat, count=5)
+    assert [int(r["content"].split()[3]) for r in replies] == [0, 1, 2, 3, 4]
