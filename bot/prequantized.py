@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.ao.nn.quantized import Embedding as QuantizedEmbedding
 from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.pytorch_utils import Conv1D
@@ -70,23 +71,62 @@ def save_prequantized(model: PreTrainedModel, tokenizer, parameters: int, out_di
     return out
 
 
-def _int8_skeleton(model: nn.Module) -> None:
-    """Replace every projection (Linear or GPT-2 Conv1D) of a meta-device model by an empty INT8 Linear."""
+def _load_int8_projections(model: nn.Module, state: dict) -> None:
+    """Swap each projection (Linear or GPT-2 Conv1D) of a meta-device model for its saved INT8 Linear.
+
+    One module at a time, each saved weight dropped once it is packed: memory never holds empty placeholders
+    for the whole model, nor the saved and the packed copy of more than one projection at once.
+    """
     targets = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear | Conv1D)]
     for name, module in targets:
         if isinstance(module, Conv1D):
             in_features, out_features = module.weight.shape
         else:
             in_features, out_features = module.in_features, module.out_features
+        try:
+            weight, bias = state.pop(f"{name}._packed_params._packed_params")
+        except KeyError:
+            raise ModelLoadError(f"model.name: the saved INT8 state has no weights for {name}") from None
+        for key in ("scale", "zero_point", "_packed_params.dtype"):
+            state.pop(f"{name}.{key}", None)
+        if tuple(weight.shape) != (out_features, in_features):
+            raise ModelLoadError(
+                f"model.name: saved weights for {name} have the wrong shape {tuple(weight.shape)}"
+            )
+        linear = DynamicQuantizedLinear(1, 1, bias_=bias is not None, dtype=torch.qint8)
+        linear.set_weight_bias(weight, bias)
+        linear.in_features, linear.out_features = in_features, out_features
+        del weight, bias
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(
-            parent,
-            attr,
-            DynamicQuantizedLinear(
-                in_features, out_features, bias_=module.bias is not None, dtype=torch.qint8
-            ),
+        setattr(parent, attr, linear)
+
+
+def _load_int8_embeddings(model: nn.Module, state: dict) -> None:
+    """Swap each embedding saved 8-bit per row (see `quantize_input_embedding`) for its quantized module."""
+    targets = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Embedding)]
+    for name, module in targets:
+        prefix = f"{name}._packed_params."
+        if f"{prefix}_packed_weight" not in state:
+            continue
+        embedding = QuantizedEmbedding(module.num_embeddings, module.embedding_dim)
+        embedding.load_state_dict(
+            {k.removeprefix(f"{name}."): state.pop(k) for k in list(state) if k.startswith(prefix)}
         )
+        parent_name, _, attr = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, attr, embedding)
+
+
+def _load_the_rest(model: nn.Module, state: dict) -> None:
+    """Load the remaining (FP32) tensors, embeddings and layer norms, module by module."""
+    by_module: dict[str, dict] = {}
+    for key in list(state):
+        prefix, _, attr = key.rpartition(".")
+        by_module.setdefault(prefix, {})[attr] = state.pop(key)
+    for prefix, tensors in by_module.items():
+        module = model.get_submodule(prefix) if prefix else model
+        module.load_state_dict(tensors, strict=True, assign=True)
 
 
 def load_prequantized(path: str | os.PathLike):
@@ -101,12 +141,19 @@ def load_prequantized(path: str | os.PathLike):
     config = AutoConfig.from_pretrained(path, local_files_only=True)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    _int8_skeleton(model)
     # The packed INT8 weights are plain tensors in tuples, so the safe weights-only unpickler reads them.
     with warnings.catch_warnings():  # torch's own TypedStorage notice when it rebuilds quantized tensors
         warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
         state = torch.load(path / WEIGHTS, map_location="cpu", weights_only=True)
-    model.load_state_dict(state, strict=True, assign=True)
+    try:
+        _load_int8_projections(model, state)
+        _load_int8_embeddings(model, state)
+        _load_the_rest(model, state)
+    except (RuntimeError, AttributeError) as exc:
+        reason = str(exc).strip().splitlines()[0]
+        raise ModelLoadError(
+            f"model.name: {path}: the saved INT8 state does not fit the model: {reason}"
+        ) from None
     left_on_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if left_on_meta:
         raise ModelLoadError(f"model.name: {path}: the saved state has no values for {left_on_meta[:3]}")
