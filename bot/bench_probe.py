@@ -1,6 +1,6 @@
 """A child process of the benchmark: load one model, report the load time and the process's peak memory.
 
-Peak resident memory can only be measured cleanly in a fresh process (`ru_maxrss` never goes down), so the
+Peak resident memory can only be measured cleanly in a fresh process (its peak never goes down), so the
 benchmark runs `python -m bot.bench_probe --model DIR --quantization int8|none` once per case and reads the
 JSON line it prints.
 """
@@ -14,6 +14,14 @@ import time
 
 
 def _peak_rss_mb() -> float:
+    # VmHWM, not ru_maxrss: ru_maxrss survives exec, so a child of a big process reports its parent's peak.
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
 
 
