@@ -67,4 +67,4 @@ async def serve(
             is_direct=True,
         )
         await engine.handle(message, send)
-    readiness.not_ready("console", "input ended")
+    readiness.not_ready("console", "input ended", expected=True)

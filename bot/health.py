@@ -33,11 +33,17 @@ class Readiness:
             if self._waiting.pop(component, None) is not None:
                 logger.info("%s is ready", component)
 
-    def not_ready(self, component: str, reason: str) -> None:
+    def not_ready(self, component: str, reason: str, expected: bool = False) -> None:
+        """Mark `component` not ready; `expected` (an orderly end) logs at INFO instead of WARNING."""
         with self._lock:
             if component in self._expected:
                 if component not in self._waiting:
-                    logger.warning("%s is not ready: %s", component, reason)
+                    logger.log(
+                        logging.INFO if expected else logging.WARNING,
+                        "%s is not ready: %s",
+                        component,
+                        reason,
+                    )
                 self._waiting[component] = reason
 
     def problems(self) -> list[str]:
