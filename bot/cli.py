@@ -10,8 +10,10 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
+import threading
 
 from bot.admin_cli import ADMIN_COMMANDS, add_admin_commands, run_admin_command
 from bot.config import DEMO_MODEL, Config, load_config, override
@@ -74,24 +76,55 @@ async def _serve(config: Config, adapters: list[str]) -> None:
 
     if not adapters:
         raise DialobotError("no adapter is enabled: enable console, discord or slack in the config")
-    loop = asyncio.get_running_loop()
     # SIGTERM (docker stop, systemd) and Ctrl-C: the engine drains, adapters disconnect, the database closes.
     signals = StopSignals()
-    operations = await start_operations(config, adapters)  # /healthz answers "model: loading" meanwhile
-    loaded = await loop.run_in_executor(None, load_model, config.model)
-    operations.model_loaded()
-    generator = build_generator(loaded, config)
+    # The database first: a bad URL or a schema to upgrade is reported before minutes of model loading.
     store = await open_store(config.storage.resolve_url())
-    operations.attach_store(store)
-    engine = ChatEngine(store, generator, config)
+    operations = generator = None
     try:
+        operations = await start_operations(config, adapters)  # /healthz answers "model: loading" meanwhile
+        operations.attach_store(store)
+        loaded = await _in_daemon_thread(load_model, config.model)
+        operations.model_loaded()
+        generator = build_generator(loaded, config)
+        engine = ChatEngine(store, generator, config)
         await serve_until_stopped(engine, serve_all(engine, config, adapters), signals)
+    except asyncio.CancelledError:
+        if signals.received is None:
+            raise
+        # Stopped during start-up (or by a second signal): nothing was being answered.
     finally:
-        await generator.close()
+        if generator is not None:
+            await generator.close()
         await store.close()
-        await operations.close()
+        if operations is not None:
+            await operations.close()
     if signals.received is signal.SIGINT:
         raise KeyboardInterrupt
+
+
+async def _in_daemon_thread(function, *args):
+    """`function(*args)` on a daemon thread: a stop during a long load (the first demo build takes minutes)
+    must not wait for it, as `run_in_executor`'s threads would at interpreter exit."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+
+    def settle(result, error) -> None:
+        if not future.done():
+            future.set_exception(error) if error is not None else future.set_result(result)
+
+    def work() -> None:
+        try:
+            result = function(*args)
+        except BaseException as exc:  # delivered to the awaiting task, not lost on this thread
+            result, error = None, exc
+        else:
+            error = None
+        with contextlib.suppress(RuntimeError):  # the loop already closed: nobody is waiting any more
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=work, daemon=True, name="load-model").start()
+    return await future
 
 
 def _model_info(config: Config) -> None:
@@ -117,6 +150,17 @@ def _quantize(config: Config, out: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    code = _main(argv)
+    if any(thread.name == "load-model" and thread.is_alive() for thread in threading.enumerate()):
+        # Stopped while the model was loading: torch's threads cannot be interrupted, and tearing down the
+        # interpreter under them aborts the process. Nothing is open any more, so leave at once.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     try:
         config = _config(args)

@@ -129,6 +129,8 @@ def ensure_demo_model(
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (target / "config.json").is_file():
             return target
+        for stale in root.glob(".demo-build-*"):  # left by a build that was interrupted
+            shutil.rmtree(stale, ignore_errors=True)
         if progress:
             print(f"Building the demo model in {target} (first use only, a few minutes)...", file=sys.stderr)
         tmp = Path(tempfile.mkdtemp(prefix=".demo-build-", dir=root))
