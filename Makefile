@@ -24,7 +24,7 @@ chat: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q --durations=10
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
