@@ -13,7 +13,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first, pinned: on our machines this is a local CPU build; an unpinned torch pulls CUDA (GBs).
 	$(PY) -m pip install --quiet torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(PY) -m pip install --quiet -e ".[dev]"
+	# The ctranslate2 and openai backends are small and tested in CI, so they are installed too.
+	$(PY) -m pip install --quiet -e ".[dev,ctranslate2,openai]"
 	touch $(STAMP)
 
 setup: $(STAMP)

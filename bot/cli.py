@@ -35,6 +35,11 @@ def _parser() -> argparse.ArgumentParser:
         if model_flags:
             p.add_argument("--model", help=f"Hugging Face model id, local model directory, or '{DEMO_MODEL}'")
             p.add_argument("--quantization", choices=["int8", "none"])
+            p.add_argument(
+                "--backend",
+                choices=["torch", "ipex", "ctranslate2", "openai"],
+                help="what runs the model (default: model.backend, torch)",
+            )
         return p
 
     add("chat", "chat with the bot in this terminal (or through a pipe)")
@@ -61,15 +66,20 @@ def _config(args: argparse.Namespace) -> Config:
     # `bench` has no model flags of its own (its --model names the model to measure, not to serve).
     if args.command == "bench":
         return config
-    model, quantization = getattr(args, "model", None), getattr(args, "quantization", None)
-    return override(config, "model", name=model, quantization=quantization)
+    return override(
+        config,
+        "model",
+        name=getattr(args, "model", None),
+        quantization=getattr(args, "quantization", None),
+        backend=getattr(args, "backend", None),
+    )
 
 
 async def _serve(config: Config, adapters: list[str]) -> None:
     from adapters import serve_all
+    from bot.backends import load_backend
     from bot.engine import ChatEngine
     from bot.health_server import start_operations
-    from bot.model_loader import load_model
     from bot.scheduler import build_generator
     from bot.shutdown import StopSignals, serve_until_stopped
     from storage import open_store
@@ -84,9 +94,8 @@ async def _serve(config: Config, adapters: list[str]) -> None:
     try:
         operations = await start_operations(config, adapters)  # /healthz answers "model: loading" meanwhile
         operations.attach_store(store)
-        loaded = await _in_daemon_thread(load_model, config.model)
+        generator = build_generator(await _in_daemon_thread(load_backend, config), config)
         operations.model_loaded()
-        generator = build_generator(loaded, config)
         engine = ChatEngine(store, generator, config)
         await serve_until_stopped(engine, serve_all(engine, config, adapters), signals)
     except asyncio.CancelledError:
@@ -128,16 +137,20 @@ async def _in_daemon_thread(function, *args):
 
 
 def _model_info(config: Config) -> None:
-    from bot.model_loader import load_model
+    from bot.backends import load_backend
 
-    info = load_model(config.model).info
+    generator = load_backend(config)
+    info = generator.info
+    asyncio.run(generator.close())
     print(f"model:        {info.name}")
     print(f"source:       {info.source}")
     print(f"backend:      {info.backend}")
-    print(f"parameters:   {info.parameters:,}")
+    if info.parameters is not None:
+        print(f"parameters:   {info.parameters:,}")
     print(f"context:      {info.context} tokens")
     print(f"quantization: {info.quantization}")
-    print(f"projections:  {info.projections.int8}/{info.projections.total} INT8")
+    if info.projections is not None:
+        print(f"projections:  {info.projections.int8}/{info.projections.total} INT8")
 
 
 def _quantize(config: Config, out: str) -> None:

@@ -110,10 +110,8 @@ async def _help(ctx: CommandContext) -> str:
 async def _status(ctx: CommandContext) -> str:
     turns = await ctx.engine.store.count_turns(ctx.message.channel_key)
     info = ctx.engine.generator.info
-    quant = "INT8" if info.quantization == "int8" else "none (FP32)"
     return (
-        f"Model: {info.name} · backend {info.backend} · quantization {quant} "
-        f"({info.projections.int8}/{info.projections.total} projections INT8) · "
+        f"Model: {info.name} · backend {info.backend} · {', '.join(info.details())} · "
         f"turns stored in this conversation: {turns}"
     )
 

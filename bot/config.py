@@ -42,7 +42,10 @@ class ModelConfig(_Section):
     """A Hugging Face model id, a local model directory, or `demo` (built locally on first use)."""
     quantization: Literal["int8", "none"] = "int8"
     threads: Annotated[int, Field(ge=0)] = 0
-    """torch intra-op threads; 0 keeps torch's default (one per core)."""
+    """Generation threads (torch or CTranslate2); 0 keeps the runtime's default (one per core)."""
+    backend: Literal["torch", "ipex", "ctranslate2", "openai"] = "torch"
+    """What runs the model: torch (FP32/INT8 here), ipex (Intel Extension for PyTorch), ctranslate2, or
+    openai (a remote OpenAI-compatible server such as vLLM; `name` then only picks the tokenizer)."""
 
 
 class GenerationConfig(_Section):
@@ -165,6 +168,34 @@ class ShutdownConfig(_Section):
     """On SIGTERM or Ctrl-C, answers in progress get this long to finish before they are cancelled."""
 
 
+class OpenAIConfig(_Section):
+    """The `openai` backend: an OpenAI-compatible completions server (vLLM, TGI, llama.cpp server)."""
+
+    base_url: str = Field("http://127.0.0.1:8000/v1", pattern=r"^https?://")
+    model: str = ""
+    """The model name the server serves; empty: the same as `model.name`."""
+    api_key_env: str = ""
+    """Name of an environment variable holding the API key; empty: no key (vLLM without --api-key)."""
+    timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+    """One request's limit; a request that times out is retried like a 5xx."""
+    max_retries: Annotated[int, Field(ge=0, le=10)] = 2
+    """Retries with exponential backoff after a timeout, a dropped connection, a 429 or a 5xx."""
+    prompt_format: Literal["tokens", "text"] = "tokens"
+    """`tokens`: send the prompt as token ids, exactly as built here (vLLM, llama.cpp server); `text`: send
+    it as a string, for servers that only take text (special-token text in messages is then defused)."""
+    context: Annotated[int, Field(ge=0)] = 0
+    """The served model's context in tokens; 0: read it from the model's config (`n_positions`)."""
+
+    def api_key(self) -> str:
+        """The key from `api_key_env`; a placeholder when none is configured (the SDK insists on one)."""
+        if not self.api_key_env:
+            return "unused"
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            raise ConfigError(f"openai.api_key_env: environment variable {self.api_key_env} is not set")
+        return key
+
+
 class BatchingConfig(_Section):
     """Replies for different channels generated together: one padded batch uses the CPU far better."""
 
@@ -202,6 +233,7 @@ class Config(_Section):
     access: AccessConfig = AccessConfig()
     shutdown: ShutdownConfig = ShutdownConfig()
     batching: BatchingConfig = BatchingConfig()
+    openai: OpenAIConfig = OpenAIConfig()
     logging: LoggingConfig = LoggingConfig()
     health: HealthConfig = HealthConfig()
 

@@ -3,7 +3,9 @@
 `handle` answers a normalized message: a command from the command table, or a model reply built from the
 channel's stored history. The exchange (user turn and reply) is stored only after the adapter delivered the
 reply, in one transaction: a reply that failed to send never becomes history, so it cannot poison later
-prompts, and history never holds a user turn without its answer.
+prompts. When no reply could be generated (the model failed or timed out, a remote model server is down),
+the user gets an apology and their turn is stored alone: what people said is never lost, and the next
+prompt includes it.
 
 Before a message costs anything, `AccessPolicy` decides whether it is answered at all and `Admission` whether
 it is answered now (bounded pending generations, cooldowns, rates). Every fault on the way (the model
@@ -26,6 +28,7 @@ from bot import metrics
 from bot.access import AccessPolicy
 from bot.commands import CommandContext, parse_invocation
 from bot.config import Config
+from bot.errors import GenerationUnavailable
 from bot.generation import Generator
 from bot.limits import TOO_LONG_NOTICE, Admission, cut_to_limit
 from bot.message import IncomingMessage, Reply, ReplyKind, Send
@@ -37,6 +40,9 @@ logger = logging.getLogger(__name__)
 EMPTY_MESSAGE_HINT = "Say something after mentioning me, or send `help` to see what I can do."
 GENERATION_FAILED = "Sorry, I couldn't come up with a reply just now. Please try again."
 GENERATION_TIMED_OUT = "Sorry, that took me too long to think about. Please try again."
+MODEL_SERVER_DOWN = (
+    "Sorry, my model server isn't answering right now. I've kept your message; please try again in a bit."
+)
 STORE_FAILED = "Sorry, I can't reach my memory just now. Please try again in a moment."
 SHUTTING_DOWN = "I'm restarting right now. Please send that again in a minute."
 
@@ -147,15 +153,21 @@ class ChatEngine:
                 msg.channel_key,
                 self.config.generation.timeout_seconds,
             )
-            return await self._deliver(msg, send, GENERATION_TIMED_OUT, ReplyKind.NOTICE)
+            return await self._unanswered(msg, text, send, GENERATION_TIMED_OUT)
+        except GenerationUnavailable as exc:
+            metrics.ERRORS.labels(kind="generation").inc()
+            logger.warning("no reply in %s: %s", msg.channel_key, exc)
+            return await self._unanswered(msg, text, send, MODEL_SERVER_DOWN)
         except Exception:
+            metrics.ERRORS.labels(kind="generation").inc()
             logger.exception("generation failed in %s", msg.channel_key)
-            return await self._deliver(msg, send, GENERATION_FAILED, ReplyKind.NOTICE)
+            return await self._unanswered(msg, text, send, GENERATION_FAILED)
         generated = time.perf_counter()
         shown = f"{answer}\n{TOO_LONG_NOTICE.format(chars=len(text))}" if cut else answer
         reply = await self._deliver(msg, send, shown, ReplyKind.CHAT)
         if reply.delivered:
-            await self._store_exchange(msg, text, answer)
+            exchange = [NewTurn(Role.USER, msg.author_id, text), NewTurn(Role.BOT, "bot", answer)]
+            await self._store(msg, exchange, "the reply in %s was sent but could not be stored")
         logger.info(
             "answered %s in %s: %d history turns, generate %.2fs, total %.2fs",
             msg.author_id,
@@ -166,9 +178,14 @@ class ChatEngine:
         )
         return reply
 
-    async def _store_exchange(self, msg: IncomingMessage, text: str, answer: str) -> None:
-        """Store the delivered exchange; shielded, so a shutdown never leaves it half-written."""
-        turns = [NewTurn(Role.USER, msg.author_id, text), NewTurn(Role.BOT, "bot", answer)]
+    async def _unanswered(self, msg: IncomingMessage, text: str, send: Send, apology: str) -> Reply:
+        """No reply could be generated: apologize, and keep the user's turn (alone) in the history."""
+        reply = await self._deliver(msg, send, apology, ReplyKind.NOTICE)
+        await self._store(msg, [NewTurn(Role.USER, msg.author_id, text)], "an unanswered turn in %s was lost")
+        return reply
+
+    async def _store(self, msg: IncomingMessage, turns: list[NewTurn], failure_log: str) -> None:
+        """Store turns in one transaction; shielded, so a shutdown never leaves them half-written."""
         write = asyncio.ensure_future(self.store.append_turns(msg.channel_key, turns))
         self._writes.add(write)
         write.add_done_callback(self._writes.discard)
@@ -177,7 +194,7 @@ class ChatEngine:
         except Exception:
             # The reply is out; only its memory is lost, and the transaction leaves history consistent.
             metrics.ERRORS.labels(kind="storage").inc()
-            logger.exception("the reply in %s was sent but could not be stored", msg.channel_key)
+            logger.exception(failure_log, msg.channel_key)
 
     async def drain(self, deadline: float) -> DrainResult:
         """Stop taking messages; give those in progress `deadline` seconds, then cancel the rest.

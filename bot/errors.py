@@ -11,3 +11,11 @@ class ConfigError(DialobotError):
 
 class ModelLoadError(DialobotError):
     """A model could not be loaded (not downloadable, not a model directory, ...)."""
+
+
+class BackendUnavailable(DialobotError):
+    """The configured backend's optional dependencies are not installed; the message names the extra."""
+
+
+class GenerationUnavailable(DialobotError):
+    """A remote model server did not answer usably (down, timing out, errors, garbage) after retries."""

@@ -1,7 +1,8 @@
 """Reply generation as a service behind a small protocol, run off the event loop.
 
-The engine only knows `Generator.generate(turns) -> str`; which runtime answers (torch FP32/INT8 here, other
-backends later) stays behind it.
+The engine only knows `Generator.generate(turns) -> str`, and the batching scheduler only knows
+`LocalGenerator.generate_batch_sync`; which runtime answers (torch, IPEX, CTranslate2 or a remote server, see
+`bot.backends`) stays behind them.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
-import torch
+from transformers import PreTrainedTokenizerBase
 
 from bot.config import GenerationConfig
 from bot.errors import ConfigError
@@ -31,26 +32,32 @@ class Generator(Protocol):
     async def close(self) -> None: ...
 
 
-class TorchGenerator:
-    """Generates with a transformers model on one dedicated thread.
+class LocalGenerator:
+    """A model run in this process, on one dedicated thread: prompt building and decoding shared by backends.
 
-    One thread is enough: torch spreads each forward pass over all cores itself, and releases the GIL while it
-    computes, so the event loop stays responsive.
+    One thread is enough: the runtimes (torch, CTranslate2) spread each forward pass over all cores
+    themselves, and release the GIL while they compute, so the event loop stays responsive. Subclasses only
+    turn unpadded prompt ids into reply ids (`_generate_ids`).
     """
 
-    def __init__(self, loaded: LoadedModel, settings: GenerationConfig, stop_at_eos: bool = True) -> None:
-        self.info = loaded.info
+    def __init__(
+        self,
+        info: ModelInfo,
+        tokenizer: PreTrainedTokenizerBase,
+        settings: GenerationConfig,
+        stop_at_eos: bool = True,
+    ) -> None:
+        self.info = info
         # The benchmark turns this off so that every reply has exactly `max_new_tokens` tokens.
         self._stop_at_eos = stop_at_eos
-        self._model = loaded.model
-        self._tokenizer = loaded.tokenizer
+        self._tokenizer = tokenizer
         self._settings = settings
-        self._eos_id = int(loaded.tokenizer.eos_token_id)
-        self._budget = loaded.info.context - settings.max_new_tokens
+        self._eos_id = int(tokenizer.eos_token_id)
+        self._budget = info.context - settings.max_new_tokens
         if self._budget < 2:
             raise ConfigError(
                 f"generation.max_new_tokens ({settings.max_new_tokens}) leaves no room for a prompt in the "
-                f"model's {loaded.info.context}-token context"
+                f"model's {info.context}-token context"
             )
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
 
@@ -67,13 +74,46 @@ class TorchGenerator:
         return self.generate_batch_sync([turns])[0]
 
     def generate_batch_sync(self, conversations: Sequence[Sequence[str]]) -> list[str]:
-        """Blocking generation of one reply per conversation, all in one padded batch.
+        """Blocking generation of one reply per conversation in one batch; each row samples on its own."""
+        prompts = [self.prompt_ids(turns) for turns in conversations]
+        return [self.decode(ids) for ids in self._generate_ids(prompts)]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """A reply's text: up to the first EOS (the end of the model's turn), special tokens dropped."""
+        ids = list(ids)
+        if self._eos_id in ids:
+            ids = ids[: ids.index(self._eos_id)]
+        return self._tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+    def _generate_ids(self, prompts: list[list[int]]) -> list[list[int]]:
+        """The new token ids for each prompt (may run past an EOS; `decode` cuts there)."""
+        raise NotImplementedError
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        """The generation thread: whoever batches requests runs `generate_batch_sync` on it."""
+        return self._executor
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class TorchGenerator(LocalGenerator):
+    """Generates with a transformers model (FP32, torch INT8, or IPEX-optimized)."""
+
+    def __init__(self, loaded: LoadedModel, settings: GenerationConfig, stop_at_eos: bool = True) -> None:
+        super().__init__(loaded.info, loaded.tokenizer, settings, stop_at_eos)
+        self._model = loaded.model
+
+    def _generate_ids(self, prompts: list[list[int]]) -> list[list[int]]:
+        """One padded batch through `model.generate`.
 
         Prompts are left-padded (GPT-2 continues from the last position, so every row must end there) and the
         attention mask hides the padding; transformers derives each row's positions from the mask, so a row's
-        reply does not depend on the length of its neighbours. Each row samples on its own.
+        reply does not depend on the length of its neighbours.
         """
-        prompts = [self.prompt_ids(turns) for turns in conversations]
+        import torch
+
         width = max(len(p) for p in prompts)
         input_ids = torch.tensor([[self._eos_id] * (width - len(p)) + p for p in prompts], dtype=torch.long)
         attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
@@ -93,13 +133,5 @@ class TorchGenerator:
                 eos_token_id=self._eos_id,
                 pad_token_id=self._eos_id,
             )
-        # Rows that finished early are filled with EOS, which decoding skips.
-        return [self._tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in output]
-
-    @property
-    def executor(self) -> ThreadPoolExecutor:
-        """The generation thread: whoever batches requests runs `generate_batch_sync` on it."""
-        return self._executor
-
-    async def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        # Rows that finished early are filled with EOS, which `decode` cuts off.
+        return [row[width:].tolist() for row in output]

@@ -300,12 +300,12 @@ async def run_fuzz(
 def _generator(model: str | None, config: Config) -> Generator:
     if not model:
         return EchoGenerator()
+    from bot.backends import load_backend
     from bot.config import override
-    from bot.model_loader import load_model
     from bot.scheduler import build_generator
 
     settings = override(config, "model", name=model)
-    return build_generator(load_model(settings.model), settings)  # as the bot serves: batched by default
+    return build_generator(load_backend(settings), settings)  # as the bot serves: batched by default
 
 
 async def _main(args: argparse.Namespace) -> int:

@@ -26,17 +26,29 @@ class ModelInfo:
     name: str
     source: str
     quantization: str
+    """`int8`, `none` (FP32), or `remote` (the server decides)."""
     backend: str
-    parameters: int
+    parameters: int | None
+    """None when the backend does not tell (a remote server)."""
     context: int
-    projections: ProjectionCounts
+    projections: ProjectionCounts | None
+    """How many linear projections run in INT8; None when the backend does not tell."""
+
+    @property
+    def quantization_label(self) -> str:
+        return {"int8": "INT8", "none": "FP32"}.get(self.quantization, self.quantization)
+
+    def details(self) -> list[str]:
+        """What is known about the model's size and quantization, as short phrases."""
+        parts = [self.quantization_label]
+        if self.projections is not None:
+            parts.append(f"{self.projections.int8}/{self.projections.total} projections INT8")
+        if self.parameters is not None:
+            parts.append(f"{self.parameters / 1e6:.1f}M parameters")
+        return parts
 
     def summary(self) -> str:
-        quant = "INT8" if self.quantization == "int8" else "FP32"
-        return (
-            f"{self.name} ({quant}, {self.projections.int8}/{self.projections.total} projections INT8, "
-            f"{self.parameters / 1e6:.1f}M parameters, backend {self.backend})"
-        )
+        return f"{self.name} ({', '.join(self.details())}, backend {self.backend})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +104,10 @@ def _load_pretrained(source: str):
 
 
 def load_model(config: ModelConfig) -> LoadedModel:
-    """Load, optionally quantize, and describe the configured model. Slow: call it before serving."""
+    """Load, optionally quantize, and describe the configured model. Slow: call it before serving.
+
+    This is the `torch` backend, and the `ipex` one when `config.backend` says so.
+    """
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     if config.threads:
@@ -111,17 +126,27 @@ def load_model(config: ModelConfig) -> LoadedModel:
             f"model {config.name!r}: its tokenizer has no EOS token, which DialoGPT prompts need"
         )
     model.eval()
-    if config.quantization == "int8" and not prequantized:
+    if config.backend == "ipex":
+        if prequantized:
+            raise ConfigError(
+                f"model.backend: ipex quantizes the FP32 model itself; {source} is pre-quantized"
+            )
+        from bot.backends.ipex import optimize_with_ipex
+
+        model, projections = optimize_with_ipex(model, int8=config.quantization == "int8")
+    elif config.quantization == "int8" and not prequantized:
         quantize_int8(model)
+    if config.backend != "ipex":
+        projections = count_projections(model)
     context = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
     info = ModelInfo(
         name=config.name,
         source=source,
         quantization=config.quantization,
-        backend="torch",
+        backend=config.backend if config.backend == "ipex" else "torch",
         parameters=parameters,
         context=int(context),
-        projections=count_projections(model),
+        projections=projections,
     )
     logger.info("model ready: %s", info.summary())
     return LoadedModel(model=model, tokenizer=tokenizer, info=info)

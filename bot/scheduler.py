@@ -4,9 +4,9 @@ On a CPU, one reply at a time leaves most of the machine idle: each decoding ste
 model to produce a single token. A batch of eight rows reads the weights once for eight tokens, so one batched
 call answers eight channels in a little over twice the time of one reply (see docs/benchmarks.md).
 
-`BatchingGenerator` sits behind the same `Generator` protocol as `TorchGenerator`, so the engine does not know
-it exists: the engine already serializes each channel (so order within a channel holds) and lets different
-channels call `generate` concurrently; those concurrent calls are what this module groups.
+`BatchingGenerator` sits behind the same `Generator` protocol as a `LocalGenerator`, so the engine does not
+know it exists: the engine already serializes each channel (so order within a channel holds) and lets
+different channels call `generate` concurrently; those concurrent calls are what this module groups.
 
 Scheduling: the first request to arrive while the model is idle waits at most `window_ms` for others to join;
 requests that arrive while a batch is generating go into the next batch, which starts as soon as the current
@@ -23,9 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from bot.config import BatchingConfig, Config
-from bot.generation import Generator, TorchGenerator
+from bot.generation import Generator, LocalGenerator
 from bot.metrics import BATCH_SIZE, QUEUE_DEPTH
-from bot.model_loader import LoadedModel
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +50,7 @@ class BatchStats:
 class BatchingGenerator:
     """Collects concurrent `generate` calls into padded batches run on the model's generation thread."""
 
-    def __init__(self, inner: TorchGenerator, settings: BatchingConfig) -> None:
+    def __init__(self, inner: LocalGenerator, settings: BatchingConfig) -> None:
         self.info = inner.info
         self._inner = inner
         self._max_batch = settings.max_batch_size
@@ -145,9 +144,13 @@ class BatchingGenerator:
         await self._inner.close()
 
 
-def build_generator(loaded: LoadedModel, config: Config) -> Generator:
-    """The generator the bot serves with: batching across channels unless `batching.enabled` is false."""
-    inner = TorchGenerator(loaded, config.generation)
-    if not config.batching.enabled or config.batching.max_batch_size == 1:
+def build_generator(inner: Generator, config: Config) -> Generator:
+    """The generator the bot serves with: an in-process backend batched across channels (unless
+    `batching.enabled` is false); a remote server, which batches on its own, as it is."""
+    if (
+        not isinstance(inner, LocalGenerator)
+        or not config.batching.enabled
+        or config.batching.max_batch_size == 1
+    ):
         return inner
     return BatchingGenerator(inner, config.batching)

@@ -143,16 +143,20 @@ class SqlHistoryStore:
         return deleted
 
     async def delete_user_turns(self, platform: str, author_id: str, audit: AuditRecord | None = None) -> int:
-        asked = aliased(MessageRow)
-        # The reply to a user turn is the channel's next bot turn: a channel's exchanges are stored one
-        # after another (the engine holds the channel's lock from reading history to storing the reply).
-        reply_id = (
+        asked, reply = aliased(MessageRow), aliased(MessageRow)
+        # The reply to a user turn is the channel's next turn, if that is the bot's: the engine holds the
+        # channel's lock from reading history to storing the exchange, so a channel's exchanges are stored one
+        # after another; a user turn stored alone (no reply could be generated) is followed by another user
+        # turn, and so claims no reply.
+        next_id = (
             select(func.min(MessageRow.id))
-            .where(
-                MessageRow.channel_key == asked.channel_key,
-                MessageRow.id > asked.id,
-                MessageRow.role == Role.BOT.value,
-            )
+            .where(MessageRow.channel_key == asked.channel_key, MessageRow.id > asked.id)
+            .correlate(asked)
+            .scalar_subquery()
+        )
+        reply_id = (
+            select(reply.id)
+            .where(reply.id == next_id, reply.role == Role.BOT.value)
             .correlate(asked)
             .scalar_subquery()
         )

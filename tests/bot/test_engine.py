@@ -2,7 +2,8 @@
 
 import asyncio
 
-from bot.engine import EMPTY_MESSAGE_HINT, GENERATION_FAILED, ChatEngine
+from bot.engine import EMPTY_MESSAGE_HINT, GENERATION_FAILED, MODEL_SERVER_DOWN, ChatEngine
+from bot.errors import GenerationUnavailable
 from bot.message import IncomingMessage, ReplyKind
 from storage import Role, open_store
 from tests.conftest import FakeGenerator, Outbox
@@ -150,15 +151,24 @@ async def test_a_failed_send_stores_nothing(engine, store):
     assert await store.count_turns("console:a") == 2
 
 
-async def test_a_generation_failure_gets_an_apology_and_stores_nothing(engine, fake_generator, store):
+async def test_a_generation_failure_gets_an_apology_and_keeps_the_user_turn(engine, fake_generator, store):
     fake_generator.fail_with = RuntimeError("model exploded")
     out = Outbox()
     reply = await engine.handle(msg("hello"), out)
     assert out.sent == [GENERATION_FAILED] and reply.kind is ReplyKind.NOTICE
-    assert await store.count_turns("console:a") == 0
+    assert [t.text for t in await store.recent_turns("console:a", 10)] == ["hello"]
     fake_generator.fail_with = None
     await engine.handle(msg("hello again"), out)
-    assert out.sent[-1] == "echo: hello again (1 turns seen)"
+    assert out.sent[-1] == "echo: hello again (2 turns seen)"
+    assert fake_generator.calls[-1] == ["hello", "hello again"]
+
+
+async def test_a_model_server_outage_gets_its_own_apology(engine, fake_generator, store):
+    fake_generator.fail_with = GenerationUnavailable("http://127.0.0.1:9/v1 refused the connection")
+    out = Outbox()
+    reply = await engine.handle(msg("are you there?"), out)
+    assert out.sent == [MODEL_SERVER_DOWN] and reply.kind is ReplyKind.NOTICE
+    assert [t.text for t in await store.recent_turns("console:a", 10)] == ["are you there?"]
 
 
 async def test_channel_locks_do_not_accumulate(engine):

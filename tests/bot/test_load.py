@@ -7,9 +7,9 @@ rows, no "database is locked", and no channel's text in another channel's prompt
 
 import pytest
 
+from bot.backends import load_backend
 from bot.config import override, parse_config
 from bot.loadtest import EchoGenerator, load_config, run_load
-from bot.model_loader import load_model
 from bot.scheduler import build_generator
 from tests.conftest import DB_BACKENDS
 
@@ -36,7 +36,7 @@ async def test_a_real_model_under_load_keeps_every_channel_apart(db_url, tiny_mo
     with (batching across channels, as configured by default)."""
     config = load_config(50, 4, generation={"max_new_tokens": 8, "timeout_seconds": 0})
     settings = override(config, "model", name=str(tiny_model_dir), quantization="int8")
-    generator = build_generator(load_model(settings.model), settings)
+    generator = build_generator(load_backend(settings), settings)
     try:
         report = await run_load(db_url, generator, config, channels=50, per_channel=4)
     finally:

@@ -154,6 +154,7 @@ async def test_close_releases_waiting_callers(fp32):
 
 
 def test_the_config_chooses_the_generator(fp32):
-    assert isinstance(build_generator(fp32, parse_config({})), BatchingGenerator)
-    plain = build_generator(fp32, parse_config({"batching": {"enabled": False}}))
-    assert type(plain) is TorchGenerator
+    inner = TorchGenerator(fp32, GenerationConfig())
+    batched = build_generator(inner, parse_config({}))
+    assert isinstance(batched, BatchingGenerator) and batched.info is inner.info
+    assert build_generator(inner, parse_config({"batching": {"enabled": False}})) is inner

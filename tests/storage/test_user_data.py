@@ -33,6 +33,14 @@ async def test_a_users_turns_and_the_replies_to_them_go_everywhere_on_that_platf
     )
 
 
+async def test_a_user_turn_that_got_no_reply_does_not_take_the_next_users_reply(store):
+    # Alice's message got no reply (the model server was down), so it was stored alone; Bob's came next.
+    await store.append_turns("discord:1:a", [NewTurn(Role.USER, "alice", "hello?")])
+    await exchange(store, "discord:1:a", "bob", "hi")
+    assert await store.delete_user_turns("discord", "alice") == 1
+    assert await texts(store, "discord:1:a") == ["hi", "re: hi"]
+
+
 async def test_more_turns_than_one_delete_statement_takes(store):
     for i in range(700):
         await store.append_turns(
