@@ -6,7 +6,11 @@ STAMP := $(VENV)/.installed
 # wheel, use PyTorch's CPU index: make chat TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
 
-.PHONY: setup chat test lint
+# Intel Extension for PyTorch needs its own pinned stack (torch 2.8, transformers 4.57): README "Backends".
+IPEX_VENV := .venv-ipex
+IPEX_STAMP := $(IPEX_VENV)/.installed
+
+.PHONY: setup chat test lint ipex test-ipex
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -30,3 +34,17 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+$(IPEX_STAMP): pyproject.toml
+	python3 -m venv $(IPEX_VENV)
+	$(IPEX_VENV)/bin/python -m pip install --quiet --upgrade pip
+	# PyPI's torch 2.8 is a CUDA build (about 7 GB with IPEX); PyTorch's CPU index is far smaller where reachable.
+	$(IPEX_VENV)/bin/python -m pip install --quiet torch==2.8.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(IPEX_VENV)/bin/python -m pip install --quiet -e ".[dev,ipex,ctranslate2,openai]"
+	touch $(IPEX_STAMP)
+
+ipex: $(IPEX_STAMP)
+
+# The whole suite on the IPEX stack (transformers 4.57, torch 2.8): the ipex cases run instead of skipping.
+test-ipex: $(IPEX_STAMP)
+	$(IPEX_VENV)/bin/pytest -q --durations=10

@@ -129,6 +129,21 @@ def _load_the_rest(model: nn.Module, state: dict) -> None:
         module.load_state_dict(tensors, strict=True, assign=True)
 
 
+def _rebuild_causal_masks(model: nn.Module, config) -> None:
+    """transformers 4.x GPT-2 keeps its causal mask in non-persistent buffers (`bias`, `masked_bias`): never
+    saved, so left on the meta device; build them as GPT-2 does (one mask shared by every layer)."""
+    n = config.max_position_embeddings
+    mask = None
+    for module in model.modules():
+        unsaved = module._non_persistent_buffers_set
+        if "bias" in unsaved and module.bias is not None and module.bias.is_meta:
+            if mask is None:
+                mask = torch.tril(torch.ones((n, n), dtype=torch.bool)).view(1, 1, n, n)
+            module.bias = mask
+        if "masked_bias" in unsaved and module.masked_bias.is_meta:
+            module.masked_bias = torch.tensor(-1e4)
+
+
 def load_prequantized(path: str | os.PathLike):
     """(tokenizer, model, parameters) from a pre-quantized directory, without FP32 projection weights."""
     path = Path(path)
@@ -154,6 +169,7 @@ def load_prequantized(path: str | os.PathLike):
         raise ModelLoadError(
             f"model.name: {path}: the saved INT8 state does not fit the model: {reason}"
         ) from None
+    _rebuild_causal_masks(model, config)
     left_on_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if left_on_meta:
         raise ModelLoadError(f"model.name: {path}: the saved state has no values for {left_on_meta[:3]}")
