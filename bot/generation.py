@@ -61,6 +61,10 @@ class LocalGenerator:
             )
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
 
+    def ignore_eos(self) -> None:
+        """For benchmarks: every reply gets exactly `max_new_tokens` tokens; runs compare like with like."""
+        self._stop_at_eos = False
+
     def prompt_ids(self, turns: Sequence[str]) -> list[int]:
         """The token ids fed to the model for `turns`."""
         return build_prompt_ids([encode_turn(self._tokenizer, t) for t in turns], self._eos_id, self._budget)
