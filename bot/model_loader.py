@@ -8,7 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 from transformers.utils import logging as hf_logging
 
 from bot.config import DEMO_MODEL, ModelConfig
@@ -80,11 +86,22 @@ def _from_pretrained(source: str, local_files_only: bool):
     return tokenizer, model
 
 
-def _load_pretrained(source: str):
+def _tokenizer_and_context(source: str, local_files_only: bool):
+    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_files_only)
+    return tokenizer, model_context(AutoConfig.from_pretrained(source, local_files_only=local_files_only))
+
+
+def model_context(model_config) -> int:
+    """The model's context in tokens (GPT-2 calls it `n_positions`)."""
+    return int(getattr(model_config, "n_positions", None) or model_config.max_position_embeddings)
+
+
+def _load_pretrained(source: str, load=_from_pretrained):
+    """`load(source, local_files_only)`, local files first, downloading only when allowed and needed."""
     if Path(source).is_dir():
-        return _from_pretrained(source, local_files_only=True)
+        return load(source, local_files_only=True)
     try:  # Once downloaded, a hub model loads with no network at all.
-        return _from_pretrained(source, local_files_only=True)
+        return load(source, local_files_only=True)
     except OSError:
         pass
     if os.environ.get("HF_HUB_OFFLINE") not in (None, "", "0"):
@@ -94,13 +111,28 @@ def _load_pretrained(source: str):
         )
     logger.warning("downloading %s from the Hugging Face hub (first use)", source)
     try:
-        return _from_pretrained(source, local_files_only=False)
+        return load(source, local_files_only=False)
     except OSError as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(
             f"could not download model {source!r} from the Hugging Face hub ({reason}); "
             f"use --model {DEMO_MODEL} for the offline demo model"
         ) from None
+
+
+def _require_eos(tokenizer: PreTrainedTokenizerBase, name: str) -> None:
+    if tokenizer.eos_token_id is None:
+        raise ModelLoadError(f"model {name!r}: its tokenizer has no EOS token, which DialoGPT prompts need")
+
+
+def load_tokenizer(config: ModelConfig) -> tuple[PreTrainedTokenizerBase, int]:
+    """The tokenizer and context of the configured model, without its weights: all that a client of a remote
+    server running the model needs (the `openai` backend)."""
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    tokenizer, context = _load_pretrained(resolve_source(config.name), _tokenizer_and_context)
+    _require_eos(tokenizer, config.name)
+    return tokenizer, context
 
 
 def load_model(config: ModelConfig) -> LoadedModel:
@@ -121,10 +153,7 @@ def load_model(config: ModelConfig) -> LoadedModel:
     else:
         tokenizer, model = _load_pretrained(source)
         parameters = sum(p.numel() for p in model.parameters())
-    if tokenizer.eos_token_id is None:
-        raise ModelLoadError(
-            f"model {config.name!r}: its tokenizer has no EOS token, which DialoGPT prompts need"
-        )
+    _require_eos(tokenizer, config.name)
     model.eval()
     if config.backend == "ipex":
         if prequantized:
@@ -138,14 +167,13 @@ def load_model(config: ModelConfig) -> LoadedModel:
         quantize_int8(model)
     if config.backend != "ipex":
         projections = count_projections(model)
-    context = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
     info = ModelInfo(
         name=config.name,
         source=source,
         quantization=config.quantization,
         backend=config.backend if config.backend == "ipex" else "torch",
         parameters=parameters,
-        context=int(context),
+        context=model_context(model.config),
         projections=projections,
     )
     logger.info("model ready: %s", info.summary())
