@@ -141,7 +141,14 @@ def _model_info(config: Config) -> None:
 
     generator = load_backend(config)
     info = generator.info
-    asyncio.run(generator.close())
+
+    async def probe_and_close() -> str | None:  # one event loop for both: the HTTP client lives on it
+        try:
+            return await generator.probe() if hasattr(generator, "probe") else None
+        finally:
+            await generator.close()
+
+    server = asyncio.run(probe_and_close())
     print(f"model:        {info.name}")
     print(f"source:       {info.source}")
     print(f"backend:      {info.backend}")
@@ -151,6 +158,8 @@ def _model_info(config: Config) -> None:
     print(f"quantization: {info.quantization}")
     if info.projections is not None:
         print(f"projections:  {info.projections.int8}/{info.projections.total} INT8")
+    if server is not None:
+        print(f"server:       {server}")
 
 
 def _quantize(config: Config, out: str) -> None:

@@ -135,7 +135,7 @@ class OpenAIGenerator:
         # ValueError: a 200 whose body is not JSON, which the SDK lets through as it is.
         except (openai.OpenAIError, _Malformed, ValueError) as exc:
             reason = self._describe(exc, self._remote.max_retries + 1)
-            logger.warning("openai backend: %s", reason)
+            logger.debug("openai backend: %s", reason)  # the engine logs it once, with the channel
             raise GenerationUnavailable(reason) from None
         # A server that ignored `stop` may run on into the next turn.
         return text.split(self._eos_text, 1)[0].strip()

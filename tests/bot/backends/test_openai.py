@@ -259,3 +259,8 @@ def test_console_chat_and_model_info_through_the_cli(tiny_model_dir, tmp_path, m
         out = capsys.readouterr().out
         assert "backend:      openai" in out and f"source:       {server.base_url}" in out
         assert "quantization: remote" in out and "parameters" not in out
+        assert f"server:       model server {server.base_url} is up and serves 'tiny'" in out
+    # The server is gone: model-info still prints, with one line saying the server does not answer.
+    assert main(["model-info", *flags]) == 0
+    [line] = [x for x in capsys.readouterr().out.splitlines() if x.startswith("server:")]
+    assert server.base_url in line and "is up" not in line
