@@ -158,7 +158,7 @@ def load_model(config: ModelConfig) -> LoadedModel:
     if config.backend == "ipex":
         if prequantized:
             raise ConfigError(
-                f"model.backend: ipex quantizes the FP32 model itself; {source} is pre-quantized"
+                f"model.backend: ipex quantizes FP32 models; {source} is pre-quantized (pick the FP32 one)"
             )
         from bot.backends.ipex import optimize_with_ipex
 

@@ -427,11 +427,11 @@ async def test_a_generation_failure_gets_an_apology(world, bot, fake_generator, 
     await world.say(world.general, f"{world.mention} hello")
     [reply] = await world.replies(world.general)
     assert reply["content"] == GENERATION_FAILED
-    assert await store.count_turns(world.key(world.general)) == 0
+    assert [t.text for t in await stored(store, world.key(world.general), 1)] == ["hello"]  # kept, alone
     fake_generator.fail_with = None
     await world.say(world.general, f"{world.mention} hello again")
     [_, answer] = await world.replies(world.general, count=2)
-    assert answer["content"] == "echo: hello again (1 turns seen)"
+    assert answer["content"] == "echo: hello again (2 turns seen)"
 
 
 async def test_closing_cancels_answers_in_progress_and_stores_nothing(world, bot, store, fake_generator):

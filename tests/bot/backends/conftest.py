@@ -14,7 +14,10 @@ import pytest
 from bot.config import parse_config
 
 BACKENDS = ("torch", "ipex", "ctranslate2", "openai")
-GREEDY = {"do_sample": False, "max_new_tokens": 12}
+# Plain greedy decoding: runtimes agree on it token for token. Repetition penalties are applied differently
+# (transformers penalizes prompt tokens too, CTranslate2 only the reply's; vLLM has no n-gram blocking), so
+# they are checked on their own in test_contract.py.
+GREEDY = {"do_sample": False, "max_new_tokens": 12, "repetition_penalty": 1.0, "no_repeat_ngram_size": 0}
 
 
 def ipex_installed() -> bool:
@@ -27,11 +30,11 @@ SKIP_WITHOUT_IPEX = pytest.mark.skipif(
 )
 
 
-def backend_config(backend: str, model_dir, quantization: str = "none", **sections):
+def backend_config(backend: str, model_dir, quantization: str = "none", generation=None, **sections):
     """A config serving the tiny model with `backend`, greedy so that replies can be compared."""
     data = {
         "model": {"name": str(model_dir), "backend": backend, "quantization": quantization, "threads": 1},
-        "generation": dict(GREEDY),
+        "generation": {**GREEDY, **(generation or {})},
         **sections,
     }
     return parse_config(data)
@@ -69,10 +72,11 @@ async def make_generator(request, tiny_model_dir, ct2_cache, monkeypatch):
         sections["openai"] = {"base_url": server.base_url, "model": "tiny", "timeout_seconds": 10}
     made = []
 
-    def make(quantization: str = "none"):
+    def make(quantization: str = "none", **generation):
         from bot.backends import load_backend
 
-        generator = load_backend(backend_config(backend, tiny_model_dir, quantization, **sections))
+        config = backend_config(backend, tiny_model_dir, quantization, generation, **sections)
+        generator = load_backend(config)
         made.append(generator)
         return generator
 

@@ -5,8 +5,7 @@ skip_special_tokens) and checks what it receives: the prompt's type for the form
 stop strings, the model name, the API key. Tests script faults for the next requests (`fail_next`) and take
 it down and back up on the same port (`stop`, `start`) to see the client survive a server that misbehaves.
 
-One difference from vLLM, on purpose: it also applies `no_repeat_ngram_size=3` (our default), which vLLM does
-not have, so that greedy replies match the torch backend's token for token.
+Like vLLM, it has no `no_repeat_ngram_size`; the shared contract compares greedy replies without it.
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ FAULTS = ("timeout", 500, 429, "garbage", "wrong-shape", "wrong-type", "ignore-s
 """`timeout`: no answer until well past any client timeout; 500/429 (with Retry-After): an error body;
 `garbage`: 200 with a body that is not JSON; `wrong-shape`: 200 JSON without `choices`; `wrong-type`: 200 with
 `choices[0].text` a number; `ignore-stop`: a real reply that runs on past the EOS text into another turn."""
-NO_REPEAT_NGRAM_SIZE = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +197,7 @@ class FakeOpenAIServer:
                 top_p=body.get("top_p", 1.0) if sample else None,
                 top_k=body["top_k"] if sample and body.get("top_k", 0) > 0 else None,
                 repetition_penalty=body.get("repetition_penalty", 1.0),
-                no_repeat_ngram_size=NO_REPEAT_NGRAM_SIZE,
+                no_repeat_ngram_size=0,
                 eos_token_id=eos_id,
                 pad_token_id=eos_id,
             )

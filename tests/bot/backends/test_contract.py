@@ -42,14 +42,20 @@ async def test_history_in_reply_out_matches_the_torch_backend(make_generator, re
     assert generator.info.backend == make_generator.backend
 
 
-async def test_the_reply_ends_at_the_models_eos(make_generator, reference):
-    torch_generator, expected = reference
-    # At least one reference reply stopped at EOS before max_new_tokens: that is the case under test.
-    lengths = [len(torch_generator._tokenizer.encode(r)) for r in expected]
-    assert min(lengths) < 12
-    generator = make_generator()
-    for turns, want in zip(CONVERSATIONS, expected, strict=True):
-        reply = await generator.generate(turns)
+SHORT_ANSWERS = [["Good morning"], ["Hi"], ["What is AI?"], ["Good evening"], ["ok"], ["Thanks"], ["Yes"]]
+
+
+async def test_the_reply_ends_at_the_models_eos(make_generator, tiny_model_dir):
+    long = {"max_new_tokens": 24}
+    torch_generator = load_backend(backend_config("torch", tiny_model_dir, generation=long))
+    tokens = torch_generator._tokenizer.encode
+    expected = {tuple(t): torch_generator.generate_sync(t) for t in SHORT_ANSWERS + CONVERSATIONS}
+    # The cases under test: replies the model ended with EOS before max_new_tokens.
+    ended = {turns: reply for turns, reply in expected.items() if len(tokens(reply)) < 20}
+    assert ended, "no reference reply ended at EOS"
+    generator = make_generator(**long)
+    for turns, want in ended.items():
+        reply = await generator.generate(list(turns))
         assert reply == want
         assert "<|endoftext|>" not in reply
 
@@ -91,3 +97,28 @@ async def test_int8_gives_sensible_replies(make_generator):
     replies = await asyncio.gather(*(generator.generate(turns) for turns in CONVERSATIONS))
     assert all(isinstance(r, str) and r.strip() for r in replies)
     assert generator.info.quantization in ("int8", "remote")
+
+
+def _repeated_trigrams(ids: list[int]) -> int:
+    trigrams = list(zip(ids, ids[1:], ids[2:], strict=False))
+    return len(trigrams) - len(set(trigrams))
+
+
+LOOPING = [["What is your name?"], ["Hello"], ["hi"], ["Tell me about yourself"], ["what?"], ["yes"]]
+
+
+async def test_repetition_settings_reach_the_runtime(make_generator, reference):
+    """Plain greedy decoding of the tiny model loops; the configured penalties must stop that."""
+    torch_generator, _ = reference
+    tokens = torch_generator._tokenizer.encode
+    plain = make_generator(max_new_tokens=24)
+    looping = [t for t in LOOPING if _repeated_trigrams(tokens(await plain.generate(t))) > 0]
+    assert looping, "the tiny model should repeat itself under plain greedy decoding"
+    penalized = make_generator(max_new_tokens=24, repetition_penalty=1.3, no_repeat_ngram_size=3)
+    replies = [await penalized.generate(turns) for turns in looping]
+    assert all(replies)
+    if make_generator.backend == "openai":
+        # vLLM has no n-gram blocking; the penalty is passed on (test_openai.py checks the request body).
+        assert replies != [await plain.generate(turns) for turns in looping]
+    else:
+        assert all(_repeated_trigrams(tokens(reply)) == 0 for reply in replies)
