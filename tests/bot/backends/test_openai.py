@@ -72,7 +72,9 @@ async def test_info_describes_the_remote_model(connect, server):
 
 
 async def test_the_request_carries_the_dialogpt_prompt_and_the_eos_stop(connect, server):
-    assert await connect().generate(["Hello", "Hi", "How are you?"])
+    assert await connect(generation={**GREEDY, "repetition_penalty": 1.1}).generate(
+        ["Hello", "Hi", "How are you?"]
+    )
     body = server.completions[-1].body
     eos_id = server.tokenizer.eos_token_id
     assert body["model"] == "tiny" and body["max_tokens"] == 12 and body["temperature"] == 0
