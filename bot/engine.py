@@ -154,12 +154,10 @@ class ChatEngine:
                 self.config.generation.timeout_seconds,
             )
             return await self._unanswered(msg, text, send, GENERATION_TIMED_OUT)
-        except GenerationUnavailable as exc:
-            metrics.ERRORS.labels(kind="generation").inc()
+        except GenerationUnavailable as exc:  # counted as a generation error by `observe_generation`
             logger.warning("no reply in %s: %s", msg.channel_key, exc)
             return await self._unanswered(msg, text, send, MODEL_SERVER_DOWN)
         except Exception:
-            metrics.ERRORS.labels(kind="generation").inc()
             logger.exception("generation failed in %s", msg.channel_key)
             return await self._unanswered(msg, text, send, GENERATION_FAILED)
         generated = time.perf_counter()
