@@ -33,7 +33,7 @@ from bot.generation import Generator
 from bot.limits import TOO_LONG_NOTICE, Admission, cut_to_limit
 from bot.message import IncomingMessage, Reply, ReplyKind, Send
 from bot.sanitize import is_blank, storable_text
-from storage import HistoryStore, NewTurn, Role
+from storage import HistoryStore, NewTurn, Role, StoredTurn
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,25 @@ MODEL_SERVER_DOWN = (
 )
 STORE_FAILED = "Sorry, I can't reach my memory just now. Please try again in a moment."
 SHUTTING_DOWN = "I'm restarting right now. Please send that again in a minute."
+
+
+def prompt_turns(history: list[StoredTurn], text: str) -> list[str]:
+    """The conversation as alternating turns, ending with `text`.
+
+    DialoGPT tells the speakers apart only by alternation, so user turns in a row (one left unanswered when no
+    reply could be generated) are joined into one turn; a message sent again after such a failure is not
+    repeated.
+    """
+    turns: list[str] = []
+    previous_role, previous_text = None, None
+    for role, turn_text in [(t.role, t.text) for t in history] + [(Role.USER, text)]:
+        if role is Role.USER and previous_role is Role.USER:
+            if turn_text != previous_text:
+                turns[-1] = f"{turns[-1]} {turn_text}"
+        else:
+            turns.append(turn_text)
+        previous_role, previous_text = role, turn_text
+    return turns
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +161,7 @@ class ChatEngine:
             metrics.ERRORS.labels(kind="storage").inc()
             logger.exception("could not read the history of %s", msg.channel_key)
             return await self._deliver(msg, send, STORE_FAILED, ReplyKind.NOTICE)
-        turns = [turn.text for turn in history] + [text]
+        turns = prompt_turns(history, text)
         try:
             async with asyncio.timeout(self.config.generation.timeout_seconds or None):
                 answer = await self._generate(turns)

@@ -431,7 +431,7 @@ async def test_a_generation_failure_gets_an_apology(world, bot, fake_generator, 
     fake_generator.fail_with = None
     await world.say(world.general, f"{world.mention} hello again")
     [_, answer] = await world.replies(world.general, count=2)
-    assert answer["content"] == "echo: hello again (2 turns seen)"
+    assert answer["content"] == "echo: hello hello again (1 turns seen)"  # the user's turns, joined
 
 
 async def test_closing_cancels_answers_in_progress_and_stores_nothing(world, bot, store, fake_generator):

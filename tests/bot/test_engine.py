@@ -1,11 +1,12 @@
 """The chat engine with a fake generator and a real SQLite file."""
 
 import asyncio
+from datetime import UTC, datetime
 
-from bot.engine import EMPTY_MESSAGE_HINT, GENERATION_FAILED, MODEL_SERVER_DOWN, ChatEngine
+from bot.engine import EMPTY_MESSAGE_HINT, GENERATION_FAILED, MODEL_SERVER_DOWN, ChatEngine, prompt_turns
 from bot.errors import GenerationUnavailable
 from bot.message import IncomingMessage, ReplyKind
-from storage import Role, open_store
+from storage import Role, StoredTurn, open_store
 from tests.conftest import FakeGenerator, Outbox
 
 
@@ -159,8 +160,25 @@ async def test_a_generation_failure_gets_an_apology_and_keeps_the_user_turn(engi
     assert [t.text for t in await store.recent_turns("console:a", 10)] == ["hello"]
     fake_generator.fail_with = None
     await engine.handle(msg("hello again"), out)
-    assert out.sent[-1] == "echo: hello again (2 turns seen)"
-    assert fake_generator.calls[-1] == ["hello", "hello again"]
+    # DialoGPT knows speakers only by alternation: the unanswered turn and the new one are one user turn.
+    assert fake_generator.calls[-1] == ["hello hello again"]
+    assert [t.text for t in await store.recent_turns("console:a", 10)] == [
+        "hello",
+        "hello again",
+        out.sent[-1],
+    ]
+
+
+def test_prompt_turns_alternate_speakers():
+    def turn(role, text):
+        return StoredTurn(role=role, author_id="u", text=text, created_at=datetime.now(UTC))
+
+    user, bot = Role.USER, Role.BOT
+    history = [turn(user, "hi"), turn(bot, "hello"), turn(user, "are you there?"), turn(user, "hello?")]
+    assert prompt_turns(history, "anyone?") == ["hi", "hello", "are you there? hello? anyone?"]
+    # The same message sent again after a failed reply is not repeated.
+    assert prompt_turns([turn(bot, "hey"), turn(user, "ping")], "ping") == ["hey", "ping"]
+    assert prompt_turns([], "first") == ["first"]
 
 
 async def test_a_model_server_outage_gets_its_own_apology(engine, fake_generator, store):

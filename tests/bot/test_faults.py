@@ -22,12 +22,12 @@ def msg(text, channel="console:a", author="u1", admin=False):
 
 
 class ChannelFaultGenerator(FakeGenerator):
-    """Raises for messages containing "boom" and never finishes for those containing "hang"."""
+    """Raises for a last turn ending in "boom please"; never finishes one ending in "hang please"."""
 
     async def generate(self, turns):
-        if "boom" in turns[-1]:
+        if turns[-1].endswith("boom please"):
             raise RuntimeError("CUDA is not even here")
-        if "hang" in turns[-1]:
+        if turns[-1].endswith("hang please"):
             await asyncio.sleep(3600)
         return await super().generate(turns)
 
@@ -155,7 +155,7 @@ async def test_drain_cancels_what_misses_the_deadline_and_writes_nothing_half(st
     generator = ChannelFaultGenerator(delay=0.1)
     engine = ChatEngine(store, generator, parse_config({"generation": {"timeout_seconds": 0}}))
     quick = asyncio.create_task(engine.handle(msg("quick", channel="c:q"), Outbox()))
-    stuck = asyncio.create_task(engine.handle(msg("hang on", channel="c:h"), Outbox()))
+    stuck = asyncio.create_task(engine.handle(msg("hang please", channel="c:h"), Outbox()))
     await asyncio.sleep(0.02)
     result = await engine.drain(deadline=0.2)
     assert (result.finished, result.cancelled) == (1, 1)
