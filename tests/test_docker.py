@@ -151,8 +151,14 @@ def test_entry_point_and_healthcheck_run_like_in_the_image(tmp_path, tiny_model_
         bot.stdin.write("hello there\n")
         bot.stdin.flush()
         assert bot.stdout.readline().startswith("Bot: ")
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            metrics = response.read().decode()
+        # The exchange is stored just after the reply is printed: poll until it shows (or time runs out).
+        stored_by = time.monotonic() + 15
+        while True:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+                metrics = response.read().decode()
+            if "dialobot_history_rows 2.0" in metrics or time.monotonic() > stored_by:
+                break
+            time.sleep(0.1)
         assert 'dialobot_messages_received_total{platform="console"} 1.0' in metrics
         assert "dialobot_history_rows 2.0" in metrics
         bot.stdin.close()  # the console ends, and with it the bot
