@@ -110,7 +110,8 @@ def load_ctranslate2(config: Config, stop_at_eos: bool = True) -> CTranslate2Gen
         str(model_dir),
         device="cpu",
         compute_type=_COMPUTE_TYPES[quantization],
-        intra_threads=config.model.threads,
+        # CTranslate2's own default for 0 is 4 threads, not one per core as `model.threads = 0` promises.
+        intra_threads=config.model.threads or os.cpu_count() or 0,
         inter_threads=1,  # one generation at a time: the scheduler batches, all threads work on each batch
     )
     total = int(meta["projections"])
@@ -198,7 +199,26 @@ def ensure_converted(local_dir: Path, identity: str, quantization: str, root: Pa
         convert_model(local_dir, out, quantization)
         logger.info("converted %s in %.1fs", local_dir, time.perf_counter() - started)
 
-    return build_once(root / key, convert)
+    target = build_once(root / key, convert)
+    _prune_older_conversions(root, target)
+    return target
+
+
+def _prune_older_conversions(root: Path, current: Path) -> None:
+    """Delete earlier conversions of the same source and quantization (a retrained or updated model): each
+    is as large as the model, and nothing loads them any more."""
+    meta = json.loads((current / MARKER).read_text())
+    for other in root.iterdir():
+        marker = other / MARKER
+        if other == current or other.name.startswith(".") or not marker.is_file():
+            continue
+        try:
+            theirs = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            continue
+        if (theirs.get("source"), theirs.get("quantization")) == (meta["source"], meta["quantization"]):
+            logger.info("removing %s, an older conversion of %s", other, meta["source"])
+            shutil.rmtree(other, ignore_errors=True)
 
 
 def build_once(target: Path, build: Callable[[Path], None]) -> Path:
@@ -220,6 +240,8 @@ def build_once(target: Path, build: Callable[[Path], None]) -> Path:
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-build-", dir=root))
         try:
             build(tmp / "model")
+            if target.exists():  # without its marker: damaged by hand or by a disk error; replaced whole
+                shutil.rmtree(target)
             os.replace(tmp / "model", target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -238,14 +260,19 @@ def convert_model(local_dir: Path, out: Path, quantization: str) -> None:
         raise ModelLoadError(
             f"model.name: could not convert {local_dir} to CTranslate2: {_reason(exc)}"
         ) from None
-    converter.tokenizer.save_pretrained(out)
     meta = {
         **converter.facts,
         "format": FORMAT_VERSION,
         "source": str(local_dir),
         "quantization": quantization,
     }
-    (out / MARKER).write_text(json.dumps(meta, indent=2) + "\n")
+    try:
+        converter.tokenizer.save_pretrained(out)
+        (out / MARKER).write_text(json.dumps(meta, indent=2) + "\n")
+    except OSError as exc:  # a full disk, a read-only cache directory
+        raise ModelLoadError(
+            f"could not write the CTranslate2 model to {out}: {exc.strerror or exc}"
+        ) from None
 
 
 def _reason(exc: BaseException) -> str:

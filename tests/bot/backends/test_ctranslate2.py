@@ -102,9 +102,27 @@ def test_a_changed_source_model_is_converted_again(tiny_model_dir, tmp_path, cac
     weights = model_dir / "model.safetensors"
     later = weights.stat().st_mtime + 60
     os.utime(weights, (later, later))  # as when the model is retrained and saved again
+    load(ct2_config(model_dir, "none"))  # another quantization of the same model: kept beside it
     load(ct2_config(model_dir))
-    assert len(conversions) == 2
-    assert len([d for d in cache.iterdir() if d.is_dir()]) == 2
+    assert len(conversions) == 3
+    # The conversion of the old weights was removed (nothing loads it any more); the float32 one stays.
+    kept = [
+        json.loads((d / "dialobot.json").read_text()) for d in cache.iterdir() if not d.name.startswith(".")
+    ]
+    assert sorted(m["quantization"] for m in kept) == ["int8", "none"]
+
+
+def test_a_damaged_cache_entry_is_rebuilt(tmp_path):
+    target = tmp_path / "entry"
+    target.mkdir()
+    (target / "model.bin").write_text("half a model")  # no marker: an interrupted or damaged entry
+
+    def build(out):
+        out.mkdir()
+        (out / "dialobot.json").write_text("{}")
+
+    assert ct2.build_once(target, build) == target
+    assert sorted(p.name for p in target.iterdir()) == ["dialobot.json"]
 
 
 def test_concurrent_first_uses_convert_once(tiny_model_dir, cache, conversions):
