@@ -17,7 +17,7 @@ import threading
 
 from bot.admin_cli import ADMIN_COMMANDS, add_admin_commands, run_admin_command
 from bot.config import DEMO_MODEL, Config, load_config, override
-from bot.errors import ConfigError, DialobotError
+from bot.errors import DialobotError
 
 logger = logging.getLogger(__name__)
 
@@ -166,11 +166,8 @@ def _quantize(config: Config, out: str) -> None:
     from bot.model_loader import load_model
     from bot.prequantized import save_prequantized
 
-    if config.model.backend != "torch":
-        raise ConfigError(
-            f"model.backend: `quantize` saves torch INT8 models; it cannot save for {config.model.backend}"
-        )
-    loaded = load_model(override(config, "model", quantization="int8").model)
+    # What it saves is the torch backend's INT8 model, whatever backend the config serves with.
+    loaded = load_model(override(config, "model", quantization="int8", backend="torch").model)
     path = save_prequantized(loaded.model, loaded.tokenizer, loaded.info.parameters, out)
     print(f"saved {loaded.info.summary()} to {path}; use it with --model {path}")
 

@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bot.errors import ConfigError
 
@@ -237,12 +237,35 @@ class Config(_Section):
     logging: LoggingConfig = LoggingConfig()
     health: HealthConfig = HealthConfig()
 
+    @model_validator(mode="after")
+    def _remote_retries_fit_the_reply_timeout(self) -> Config:
+        """The engine gives up on a reply after `generation.timeout_seconds`; retries that cannot finish
+        before that would turn "the model server is down" into "that took too long", so they are refused."""
+        remote, limit = self.openai, self.generation.timeout_seconds
+        if self.model.backend != "openai" or not limit:
+            return self
+        attempts = remote.max_retries + 1
+        # The openai client's backoff: 0.5 s doubling per retry, at most 8 s each.
+        worst = attempts * remote.timeout_seconds + sum(
+            min(0.5 * 2**i, 8.0) for i in range(remote.max_retries)
+        )
+        if worst > limit:
+            raise ValueError(
+                f"openai: {attempts} attempts of up to {remote.timeout_seconds:g} s "
+                f"(openai.max_retries + 1 x openai.timeout_seconds, plus backoff) can take {worst:g} s, "
+                f"more than generation.timeout_seconds ({limit:g}); lower them or raise "
+                "generation.timeout_seconds"
+            )
+        return self
+
 
 def _describe(error: ValidationError) -> str:
     parts = []
     for item in error.errors():
         key = ".".join(str(p) for p in item["loc"])
-        if item["type"] == "extra_forbidden":
+        if not item["loc"]:  # a check across sections: its message names the keys
+            parts.append(item["msg"].removeprefix("Value error, "))
+        elif item["type"] == "extra_forbidden":
             parts.append(f"{key}: unknown key")
         else:
             parts.append(f"{key}: {item['msg']} (got {item.get('input')!r})")

@@ -78,3 +78,23 @@ def test_storage_url_from_environment(monkeypatch):
 def test_default_database_lives_in_the_data_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("DIALOBOT_DATA_DIR", str(tmp_path))
     assert Config().storage.resolve_url() == f"sqlite+aiosqlite:///{tmp_path / 'dialobot.db'}"
+
+
+def test_remote_retries_must_fit_the_reply_timeout():
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"model": {"backend": "openai"}, "openai": {"timeout_seconds": 60}}, source="bot.toml")
+    assert str(caught.value) == (
+        "bot.toml: openai: 3 attempts of up to 60 s (openai.max_retries + 1 x openai.timeout_seconds, plus "
+        "backoff) can take 181.5 s, more than generation.timeout_seconds (120); lower them or raise "
+        "generation.timeout_seconds"
+    )
+    # The defaults fit; other backends never make the request; no reply timeout means no limit.
+    assert parse_config({"model": {"backend": "openai"}}).openai.max_retries == 2
+    assert parse_config({"openai": {"timeout_seconds": 60}})
+    assert parse_config(
+        {
+            "model": {"backend": "openai"},
+            "openai": {"timeout_seconds": 60},
+            "generation": {"timeout_seconds": 0},
+        }
+    )
