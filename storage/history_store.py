@@ -130,6 +130,12 @@ class SqlHistoryStore:
 
     async def append_turns(self, channel_key: str, turns: Sequence[NewTurn]) -> None:
         async with self._sessions.begin() as session:
+            if self._engine.dialect.name == "postgresql":
+                # Bot processes sharing one database (README "Scaling out") may store exchanges for one
+                # channel at the same moment; a lock per channel until commit keeps each exchange's rows
+                # next to each other in the channel, which `delete_user_turns` pairs on. (SQLite has one
+                # writer at a time already.)
+                await session.execute(select(func.pg_advisory_xact_lock(func.hashtext(channel_key))))
             session.add_all(
                 MessageRow(channel_key=channel_key, role=t.role.value, author_id=t.author_id, text=t.text)
                 for t in turns

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from urllib.parse import urlsplit, urlunsplit
 
 import openai
 from openai import AsyncOpenAI
@@ -72,7 +73,7 @@ class OpenAIGenerator:
         self._secret = api_key if remote.api_key_env else ""
         self.info = ModelInfo(
             name=served_model,
-            source=remote.base_url,
+            source=_without_credentials(remote.base_url),
             quantization="remote",
             backend="openai",
             parameters=None,
@@ -145,7 +146,7 @@ class OpenAIGenerator:
         return self._scrub(self._explain(exc, tries))
 
     def _explain(self, exc: Exception, tries: int) -> str:
-        server = f"model server {self._remote.base_url}"
+        server = f"model server {self.info.source}"
         attempts = f"{tries} attempt{'s' if tries > 1 else ''}"
         if isinstance(exc, _Malformed):
             return f"{server} sent a malformed reply ({exc})"
@@ -180,8 +181,8 @@ class OpenAIGenerator:
         except (openai.OpenAIError, ValueError) as exc:
             return self._describe(exc, 1)
         except Exception:  # a model list of the wrong shape
-            return f"model server {self._remote.base_url} sent a malformed model list"
-        server = f"model server {self._remote.base_url}"
+            return f"model server {self.info.source} sent a malformed model list"
+        server = f"model server {self.info.source}"
         if self.info.name in names:
             return f"{server} is up and serves {self.info.name!r}"
         served = ", ".join(names) or "nothing"
@@ -189,6 +190,16 @@ class OpenAIGenerator:
 
     async def close(self) -> None:
         await self._client.close()
+
+
+def _without_credentials(url: str) -> str:
+    """`url` as shown in logs, errors and `model-info`: a `user:password@` in it stays out of them."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _reply_text(completion: object) -> str:

@@ -1,5 +1,6 @@
 """Deleting a user's data and old data, with the audit row written in the same transaction."""
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 from storage import AuditRecord, NewTurn, Role
@@ -39,6 +40,29 @@ async def test_a_user_turn_that_got_no_reply_does_not_take_the_next_users_reply(
     await exchange(store, "discord:1:a", "bob", "hi")
     assert await store.delete_user_turns("discord", "alice") == 1
     assert await texts(store, "discord:1:a") == ["hi", "re: hi"]
+
+
+async def test_exchanges_stored_at_once_by_several_processes_stay_paired(db_url, store):
+    from storage import open_store
+
+    # Four bot processes (four connection pools) storing exchanges in one channel at the same moment.
+    others = [await open_store(db_url) for _ in range(3)]
+    try:
+        writers = [store, *others]
+        await asyncio.gather(
+            *(exchange(writers[i % 4], "slack:T:C", f"user{i % 4}", f"m{i}") for i in range(80))
+        )
+    finally:
+        for other in others:
+            await other.close()
+    turns = await store.recent_turns("slack:T:C", 1000)
+    assert len(turns) == 160
+    for asked, answer in zip(turns[::2], turns[1::2], strict=True):
+        assert (asked.role, answer.role, answer.text) == (Role.USER, Role.BOT, f"re: {asked.text}")
+    assert await store.delete_user_turns("slack", "user1") == 40
+    theirs = {f"m{i}" for i in range(1, 80, 4)}
+    left = await texts(store, "slack:T:C")
+    assert len(left) == 120 and not {t.removeprefix("re: ") for t in left} & theirs
 
 
 async def test_more_turns_than_one_delete_statement_takes(store):

@@ -129,6 +129,17 @@ async def test_a_server_that_is_down_is_named_and_then_back(connect, server):
     assert await generator.probe() == f"model server {server.base_url} is up and serves 'tiny'"
 
 
+async def test_credentials_in_the_base_url_stay_out_of_info_and_errors(connect, server):
+    with_password = server.base_url.replace("http://", "http://bot:hunter2@")
+    generator = connect(base_url=with_password)
+    assert generator.info.source == server.base_url
+    await server.stop()
+    with pytest.raises(GenerationUnavailable) as caught:
+        await generator.generate(["Hello"])
+    assert "hunter2" not in str(caught.value) and server.base_url in str(caught.value)
+    assert "hunter2" not in await generator.probe()
+
+
 async def test_a_reply_that_runs_past_the_stop_is_cut_at_the_eos_text(connect, server):
     generator = connect()
     expected = await generator.generate(["Hello"])
