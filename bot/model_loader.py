@@ -96,6 +96,16 @@ def model_context(model_config) -> int:
     return int(getattr(model_config, "n_positions", None) or model_config.max_position_embeddings)
 
 
+def about_to_download(source: str) -> None:
+    """Before fetching `source` from the hub: refuse at once when HF_HUB_OFFLINE is set, else say so."""
+    if os.environ.get("HF_HUB_OFFLINE") not in (None, "", "0"):
+        raise ModelLoadError(
+            f"model {source!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
+            f"use --model {DEMO_MODEL} for the offline demo model"
+        )
+    logger.warning("downloading %s from the Hugging Face hub (first use)", source)
+
+
 def _load_pretrained(source: str, load=_from_pretrained):
     """`load(source, local_files_only)`, local files first, downloading only when allowed and needed."""
     if Path(source).is_dir():
@@ -104,12 +114,7 @@ def _load_pretrained(source: str, load=_from_pretrained):
         return load(source, local_files_only=True)
     except OSError:
         pass
-    if os.environ.get("HF_HUB_OFFLINE") not in (None, "", "0"):
-        raise ModelLoadError(
-            f"model {source!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
-            f"use --model {DEMO_MODEL} for the offline demo model"
-        )
-    logger.warning("downloading %s from the Hugging Face hub (first use)", source)
+    about_to_download(source)
     try:
         return load(source, local_files_only=False)
     except OSError as exc:

@@ -29,7 +29,7 @@ from transformers.utils import logging as hf_logging
 from bot.config import DEMO_MODEL, Config, GenerationConfig, cache_dir
 from bot.errors import ModelLoadError
 from bot.generation import LocalGenerator
-from bot.model_loader import ModelInfo, resolve_source
+from bot.model_loader import ModelInfo, about_to_download, resolve_source
 from bot.quantize import ProjectionCounts, count_projections
 
 logger = logging.getLogger(__name__)
@@ -136,12 +136,7 @@ def local_snapshot(source: str) -> tuple[Path, str]:
     cached = _cached_snapshot(source)
     if cached is not None:
         return cached, cached.name
-    if os.environ.get("HF_HUB_OFFLINE") not in (None, "", "0"):
-        raise ModelLoadError(
-            f"model {source!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
-            f"use --model {DEMO_MODEL} for the offline demo model"
-        )
-    logger.warning("downloading %s from the Hugging Face hub (first use)", source)
+    about_to_download(source)
     try:
         files = list_repo_files(source)
         weights = _SAFETENSORS if any(f.endswith(".safetensors") for f in files) else _PYTORCH_BIN

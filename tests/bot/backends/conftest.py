@@ -40,17 +40,6 @@ def backend_config(backend: str, model_dir, quantization: str = "none", generati
     return parse_config(data)
 
 
-@pytest.fixture
-async def fake_openai(tiny_model_dir):
-    """An OpenAI-compatible completions server on 127.0.0.1 that generates with the tiny model."""
-    from tests.bot.backends.fake_openai import FakeOpenAIServer
-
-    server = FakeOpenAIServer(tiny_model_dir)
-    await server.start()
-    yield server
-    await server.close()
-
-
 @pytest.fixture(scope="session")
 def ct2_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("ct2-cache")
