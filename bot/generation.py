@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
-from transformers import PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
 
 from bot.config import GenerationConfig
 from bot.errors import ConfigError
@@ -71,16 +72,31 @@ class LocalGenerator:
 
     async def generate(self, turns: Sequence[str]) -> str:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.generate_sync, list(turns))
+        abandoned = threading.Event()
+        try:
+            replies = await loop.run_in_executor(
+                self._executor, self.generate_batch_sync, [list(turns)], abandoned.is_set
+            )
+        except asyncio.CancelledError:  # timed out or shut down: the model stops at its next token
+            abandoned.set()
+            raise
+        return replies[0]
 
     def generate_sync(self, turns: Sequence[str]) -> str:
         """Blocking generation of one reply: the batch-of-one case of `generate_batch_sync`."""
         return self.generate_batch_sync([turns])[0]
 
-    def generate_batch_sync(self, conversations: Sequence[Sequence[str]]) -> list[str]:
-        """Blocking generation of one reply per conversation in one batch; each row samples on its own."""
+    def generate_batch_sync(
+        self, conversations: Sequence[Sequence[str]], abandoned: Callable[[], bool] = lambda: False
+    ) -> list[str]:
+        """Blocking generation of one reply per conversation in one batch; each row samples on its own.
+
+        `abandoned()` is asked after every token: once nobody waits for the replies any more (a generation
+        timeout, a shutdown), decoding stops there and the thread is free for the next request, instead of
+        finishing replies nobody will read. The replies are then cut short, and thrown away by the caller.
+        """
         prompts = [self.prompt_ids(turns) for turns in conversations]
-        return [self.decode(ids) for ids in self._generate_ids(prompts)]
+        return [self.decode(ids) for ids in self._generate_ids(prompts, abandoned)]
 
     def decode(self, ids: Sequence[int]) -> str:
         """A reply's text: up to the first EOS (the end of the model's turn), special tokens dropped."""
@@ -89,8 +105,9 @@ class LocalGenerator:
             ids = ids[: ids.index(self._eos_id)]
         return self._tokenizer.decode(ids, skip_special_tokens=True).strip()
 
-    def _generate_ids(self, prompts: list[list[int]]) -> list[list[int]]:
-        """The new token ids for each prompt (may run past an EOS; `decode` cuts there)."""
+    def _generate_ids(self, prompts: list[list[int]], abandoned: Callable[[], bool]) -> list[list[int]]:
+        """The new token ids for each prompt (may run past an EOS; `decode` cuts there); stop early once
+        `abandoned()` is true."""
         raise NotImplementedError
 
     @property
@@ -109,7 +126,7 @@ class TorchGenerator(LocalGenerator):
         super().__init__(loaded.info, loaded.tokenizer, settings, stop_at_eos)
         self._model = loaded.model
 
-    def _generate_ids(self, prompts: list[list[int]]) -> list[list[int]]:
+    def _generate_ids(self, prompts: list[list[int]], abandoned: Callable[[], bool]) -> list[list[int]]:
         """One padded batch through `model.generate`.
 
         Prompts are left-padded (GPT-2 continues from the last position, so every row must end there) and the
@@ -136,6 +153,19 @@ class TorchGenerator(LocalGenerator):
                 repetition_penalty=s.repetition_penalty,
                 eos_token_id=self._eos_id,
                 pad_token_id=self._eos_id,
+                stopping_criteria=StoppingCriteriaList([_StopWhen(abandoned)]),
             )
         # Rows that finished early are filled with EOS, which `decode` cuts off.
         return [row[width:].tolist() for row in output]
+
+
+class _StopWhen(StoppingCriteria):
+    """Stops every row of a `generate` call once `abandoned()` is true (checked after each token)."""
+
+    def __init__(self, abandoned: Callable[[], bool]) -> None:
+        self._abandoned = abandoned
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        return torch.full((input_ids.shape[0],), self._abandoned(), dtype=torch.bool)

@@ -108,7 +108,11 @@ class BatchingGenerator:
         self._in_flight = batch
         try:
             replies = await loop.run_in_executor(
-                self._inner.executor, self._inner.generate_batch_sync, [r.turns for r in batch]
+                self._inner.executor,
+                self._inner.generate_batch_sync,
+                [r.turns for r in batch],
+                # Every caller gave up (timeouts, shutdown): stop decoding and free the thread.
+                lambda: all(r.future.done() for r in batch),
             )
         except Exception as exc:
             logger.warning("a batch of %d failed: %s", len(batch), exc)

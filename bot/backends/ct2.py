@@ -61,7 +61,7 @@ class CTranslate2Generator(LocalGenerator):
         super().__init__(info, tokenizer, settings, stop_at_eos)
         self._generator = generator
 
-    def _generate_ids(self, prompts: list[list[int]]) -> list[list[int]]:
+    def _generate_ids(self, prompts: list[list[int]], abandoned: Callable[[], bool]) -> list[list[int]]:
         """The torch backend's decoding settings, through `generate_batch`.
 
         CTranslate2 takes token strings, not ids; they are mapped back through the converted vocabulary (the
@@ -83,6 +83,7 @@ class CTranslate2Generator(LocalGenerator):
             return_end_token=False,
             repetition_penalty=s.repetition_penalty,
             no_repeat_ngram_size=s.no_repeat_ngram_size,
+            callback=lambda _step: abandoned(),  # called after each token; True stops that row
             **sampling_options(s),
         )
         return [list(result.sequences_ids[0]) for result in results]

@@ -1,6 +1,7 @@
 """Batched generation and the batching scheduler, on the tiny trained model: correctness, not speed."""
 
 import asyncio
+import threading
 
 import pytest
 
@@ -132,7 +133,7 @@ async def test_a_failing_batch_fails_its_requests_and_the_scheduler_goes_on(fp32
     inner = TorchGenerator(fp32, GREEDY)
     generator = BatchingGenerator(inner, BatchingConfig(max_batch_size=4, window_ms=10))
     real = inner.generate_batch_sync
-    inner.generate_batch_sync = lambda conversations: (_ for _ in ()).throw(RuntimeError("out of memory"))
+    inner.generate_batch_sync = lambda *_args: (_ for _ in ()).throw(RuntimeError("out of memory"))
     try:
         with pytest.raises(RuntimeError, match="out of memory"):
             await generator.generate(["Hello"])
@@ -158,3 +159,45 @@ def test_the_config_chooses_the_generator(fp32):
     batched = build_generator(inner, parse_config({}))
     assert isinstance(batched, BatchingGenerator) and batched.info is inner.info
     assert build_generator(inner, parse_config({"batching": {"enabled": False}})) is inner
+
+
+async def test_a_batch_stops_early_only_when_every_caller_gave_up(fp32):
+    inner = TorchGenerator(fp32, GenerationConfig(do_sample=False, max_new_tokens=512))
+    inner.ignore_eos()
+    lengths: list[list[int]] = []
+    started = threading.Event()
+    real = inner._generate_ids
+
+    def watched(prompts, abandoned):
+        def asked():
+            started.set()
+            return abandoned()
+
+        ids = real(prompts, asked)
+        lengths.append([len(row) for row in ids])
+        return ids
+
+    async def batch_of_two_started():
+        started.clear()
+        tasks = [asyncio.create_task(generator.generate([text])) for text in ("Hello", "Tell me a joke")]
+        assert await loop.run_in_executor(None, started.wait, 30)
+        return tasks
+
+    loop = asyncio.get_running_loop()
+    inner._generate_ids = watched
+    generator = BatchingGenerator(inner, BatchingConfig(max_batch_size=2, window_ms=1000))
+    try:
+        # One of two callers gives up: the other still wants its reply, so the batch runs to the end.
+        doomed, kept = await batch_of_two_started()
+        doomed.cancel()
+        assert await kept
+        assert lengths[-1] == [512, 512]
+        # Both give up: decoding stops, and the generation thread is free for the next batch.
+        tasks = await batch_of_two_started()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await loop.run_in_executor(inner.executor, lambda: None)
+        assert len(lengths) == 2 and max(lengths[-1]) < 512
+    finally:
+        await generator.close()

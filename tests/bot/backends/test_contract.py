@@ -8,6 +8,7 @@ decoding), which checks each backend's prompt, stopping and decoding at once; IN
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 
@@ -128,3 +129,39 @@ async def test_repetition_settings_reach_the_runtime(make_generator, reference):
         assert replies != [await plain.generate(turns) for turns in looping]
     else:
         assert all(_repeated_trigrams(tokens(reply)) == 0 for reply in replies)
+
+
+async def test_a_reply_nobody_waits_for_stops_at_the_next_token(make_generator):
+    """A generation timeout or a shutdown cancels the wait; the model must not go on for minutes."""
+    generator = make_generator(max_new_tokens=512)
+    loop = asyncio.get_running_loop()
+    if make_generator.backend == "openai":  # the request is simply dropped; the next one is served
+        task = asyncio.create_task(generator.generate(["Hello"]))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await generator.generate(["Hello"])
+        return
+    generator.ignore_eos()  # without cancellation, every reply would be 512 tokens long
+    started, lengths, real = threading.Event(), [], generator._generate_ids
+
+    def watched(prompts, abandoned):
+        def asked():
+            started.set()
+            return abandoned()
+
+        ids = real(prompts, asked)
+        lengths.extend(len(row) for row in ids)
+        return ids
+
+    generator._generate_ids = watched
+    task = asyncio.create_task(generator.generate(["Hello"]))
+    assert await loop.run_in_executor(None, started.wait, 30)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await loop.run_in_executor(generator.executor, lambda: None)  # the generation thread is free again
+    assert lengths and lengths[0] < 512
+    generator._generate_ids = real
+    assert len(generator._tokenizer.encode(generator.generate_sync(["Hello"]))) > 450  # nothing else stops it

@@ -177,7 +177,7 @@ def test_without_stopping_at_eos_every_reply_has_max_new_tokens(tiny_model_dir, 
     generator = load_ctranslate2(ct2_config(tiny_model_dir, do_sample=False), stop_at_eos=False)
     asyncio.run(generator.close())
     prompts = [generator.prompt_ids(turns) for turns in CONVERSATIONS]
-    assert [len(ids) for ids in generator._generate_ids(prompts)] == [8, 8, 8]
+    assert [len(ids) for ids in generator._generate_ids(prompts, lambda: False)] == [8, 8, 8]
 
 
 def test_model_info_on_the_command_line(tiny_model_dir, tmp_path):
