@@ -82,12 +82,12 @@ def build_random_model(shape: Shape, out_dir: Path, seed: int = 0) -> Path:
 def convert_ct2(fp32_dir: Path, out_dir: Path) -> Path | None:
     """A CTranslate2 int8 conversion of `fp32_dir`, or None when ctranslate2 is not installed."""
     try:
-        from ctranslate2.converters import TransformersConverter
+        from bot.backends.ct2 import convert_model  # the ctranslate2 backend's own conversion
     except ImportError:
         return None
     tmp = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    TransformersConverter(str(fp32_dir)).convert(str(tmp), quantization="int8", force=True)
+    convert_model(fp32_dir, tmp, "int8")
     os.replace(tmp, out_dir)
     return out_dir
 

@@ -1,6 +1,12 @@
 """Errors that end start-up with one line for the user instead of a traceback."""
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's message as one line for the user (its type when it has no message)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class DialobotError(Exception):
     """An error whose message is complete on its own; the CLI prints it as one line and exits."""
 

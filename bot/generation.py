@@ -17,9 +17,8 @@ from typing import Protocol
 from transformers import PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
 
 from bot.config import GenerationConfig
-from bot.errors import ConfigError
 from bot.model_loader import LoadedModel, ModelInfo
-from bot.prompt import build_prompt_ids, encode_turn
+from bot.prompt import PromptBuilder
 
 logger = logging.getLogger(__name__)
 
@@ -53,13 +52,8 @@ class LocalGenerator:
         self._stop_at_eos = stop_at_eos
         self._tokenizer = tokenizer
         self._settings = settings
-        self._eos_id = int(tokenizer.eos_token_id)
-        self._budget = info.context - settings.max_new_tokens
-        if self._budget < 2:
-            raise ConfigError(
-                f"generation.max_new_tokens ({settings.max_new_tokens}) leaves no room for a prompt in the "
-                f"model's {info.context}-token context"
-            )
+        self._prompt = PromptBuilder(tokenizer, info.context, settings.max_new_tokens)
+        self._eos_id = self._prompt.eos_id
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
 
     def ignore_eos(self) -> None:
@@ -68,7 +62,7 @@ class LocalGenerator:
 
     def prompt_ids(self, turns: Sequence[str]) -> list[int]:
         """The token ids fed to the model for `turns`."""
-        return build_prompt_ids([encode_turn(self._tokenizer, t) for t in turns], self._eos_id, self._budget)
+        return self._prompt.ids(turns)
 
     async def generate(self, turns: Sequence[str]) -> str:
         loop = asyncio.get_running_loop()

@@ -18,7 +18,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from bot.config import DEMO_MODEL, ModelConfig
-from bot.errors import ConfigError, ModelLoadError
+from bot.errors import ConfigError, ModelLoadError, first_line
 from bot.prequantized import is_prequantized, load_prequantized
 from bot.quantize import ProjectionCounts, count_projections, quantize_int8
 
@@ -118,14 +118,14 @@ def _load_pretrained(source: str, load=_from_pretrained):
     try:
         return load(source, local_files_only=False)
     except OSError as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise ModelLoadError(
             f"could not download model {source!r} from the Hugging Face hub ({reason}); "
             f"use --model {DEMO_MODEL} for the offline demo model"
         ) from None
 
 
-def _require_eos(tokenizer: PreTrainedTokenizerBase, name: str) -> None:
+def require_eos(tokenizer: PreTrainedTokenizerBase, name: str) -> None:
     if tokenizer.eos_token_id is None:
         raise ModelLoadError(f"model {name!r}: its tokenizer has no EOS token, which DialoGPT prompts need")
 
@@ -136,7 +136,7 @@ def load_tokenizer(config: ModelConfig) -> tuple[PreTrainedTokenizerBase, int]:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     tokenizer, context = _load_pretrained(resolve_source(config.name), _tokenizer_and_context)
-    _require_eos(tokenizer, config.name)
+    require_eos(tokenizer, config.name)
     return tokenizer, context
 
 
@@ -158,7 +158,7 @@ def load_model(config: ModelConfig) -> LoadedModel:
     else:
         tokenizer, model = _load_pretrained(source)
         parameters = sum(p.numel() for p in model.parameters())
-    _require_eos(tokenizer, config.name)
+    require_eos(tokenizer, config.name)
     model.eval()
     if config.backend == "ipex":
         if prequantized:

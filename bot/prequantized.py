@@ -24,7 +24,7 @@ from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.pytorch_utils import Conv1D
 
-from bot.errors import ModelLoadError
+from bot.errors import ModelLoadError, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ def load_prequantized(path: str | os.PathLike):
         _load_int8_embeddings(model, state)
         _load_the_rest(model, state)
     except (RuntimeError, AttributeError) as exc:
-        reason = str(exc).strip().splitlines()[0]
+        reason = first_line(exc)
         raise ModelLoadError(
             f"model.name: {path}: the saved INT8 state does not fit the model: {reason}"
         ) from None

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from bot.errors import ConfigError
+
 
 class TextEncoder(Protocol):
     def __call__(self, text: str, **kwargs): ...
@@ -44,3 +46,21 @@ def build_prompt_ids(turn_ids: Sequence[Sequence[int]], eos_id: int, budget: int
         kept.append([*ids, eos_id])
         used += size
     return [token for turn in reversed(kept) for token in turn] + prompt
+
+
+class PromptBuilder:
+    """A model's prompts: its tokenizer and EOS, within its context minus the reply's `max_new_tokens`."""
+
+    def __init__(self, tokenizer, context: int, max_new_tokens: int) -> None:
+        self.tokenizer = tokenizer
+        self.eos_id = int(tokenizer.eos_token_id)
+        self.budget = context - max_new_tokens
+        if self.budget < 2:
+            raise ConfigError(
+                f"generation.max_new_tokens ({max_new_tokens}) leaves no room for a prompt in the "
+                f"model's {context}-token context"
+            )
+
+    def ids(self, turns: Sequence[str]) -> list[int]:
+        """The token ids of the prompt for `turns` (oldest first; the last is the message to answer)."""
+        return build_prompt_ids([encode_turn(self.tokenizer, t) for t in turns], self.eos_id, self.budget)

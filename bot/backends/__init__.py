@@ -15,7 +15,7 @@ import importlib
 import logging
 
 from bot.config import Config
-from bot.errors import BackendUnavailable
+from bot.errors import BackendUnavailable, first_line
 from bot.generation import Generator
 
 logger = logging.getLogger(__name__)
@@ -41,18 +41,13 @@ def require(backend: str) -> None:
         importlib.import_module(module)
     except ImportError as exc:
         raise BackendUnavailable(
-            f"model.backend: {backend} is not installed ({_first_line(exc)}); "
+            f"model.backend: {backend} is not installed ({first_line(exc)}); "
             f"install it with: pip install -e '.[{extra}]'{hint}"
         ) from None
     except Exception as exc:  # IPEX raises RuntimeError/AttributeError on a torch or transformers it rejects
         raise BackendUnavailable(
-            f"model.backend: {backend} cannot be imported here ({_first_line(exc)}){hint}"
+            f"model.backend: {backend} cannot be imported here ({first_line(exc)}){hint}"
         ) from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def load_backend(config: Config) -> Generator:

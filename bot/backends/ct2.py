@@ -29,7 +29,7 @@ from transformers.utils import logging as hf_logging
 from bot.config import DEMO_MODEL, Config, GenerationConfig, cache_dir
 from bot.errors import ModelLoadError
 from bot.generation import LocalGenerator
-from bot.model_loader import ModelInfo, about_to_download, resolve_source
+from bot.model_loader import ModelInfo, about_to_download, model_context, require_eos, resolve_source
 from bot.quantize import ProjectionCounts, count_projections
 
 logger = logging.getLogger(__name__)
@@ -289,7 +289,7 @@ class _CountingConverter(TransformersConverter):
         self.facts = {
             "name": getattr(config, "_name_or_path", "") or model_name_or_path,
             "parameters": sum(p.numel() for p in model.parameters()),
-            "context": getattr(config, "n_positions", None) or config.max_position_embeddings,
+            "context": model_context(config),
             # CTranslate2 INT8 quantizes every projection, GPT-2's Conv1D ones included.
             "projections": count_projections(model).total,
         }
@@ -297,8 +297,5 @@ class _CountingConverter(TransformersConverter):
 
     def load_tokenizer(self, tokenizer_class, model_name_or_path, **kwargs):
         self.tokenizer = super().load_tokenizer(tokenizer_class, model_name_or_path, **kwargs)
-        if self.tokenizer.eos_token_id is None:
-            raise ModelLoadError(
-                f"model {model_name_or_path!r}: its tokenizer has no EOS token, which DialoGPT prompts need"
-            )
+        require_eos(self.tokenizer, model_name_or_path)
         return self.tokenizer

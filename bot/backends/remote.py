@@ -18,9 +18,9 @@ from openai import AsyncOpenAI
 from transformers import PreTrainedTokenizerBase
 
 from bot.config import Config, GenerationConfig, OpenAIConfig
-from bot.errors import ConfigError, GenerationUnavailable
+from bot.errors import GenerationUnavailable, first_line
 from bot.model_loader import ModelInfo, load_tokenizer
-from bot.prompt import build_prompt_ids, encode_turn
+from bot.prompt import PromptBuilder
 
 logger = logging.getLogger(__name__)
 
@@ -61,14 +61,8 @@ class OpenAIGenerator:
         self._tokenizer = tokenizer
         self._settings = settings
         self._remote = remote
-        self._eos_id = int(tokenizer.eos_token_id)
+        self._prompt = PromptBuilder(tokenizer, context, settings.max_new_tokens)
         self._eos_text = str(tokenizer.eos_token)
-        self._budget = context - settings.max_new_tokens
-        if self._budget < 2:
-            raise ConfigError(
-                f"generation.max_new_tokens ({settings.max_new_tokens}) leaves no room for a prompt in the "
-                f"model's {context}-token context"
-            )
         api_key = remote.api_key()
         self._secret = api_key if remote.api_key_env else ""
         self.info = ModelInfo(
@@ -103,13 +97,10 @@ class OpenAIGenerator:
     def prompt(self, turns: Sequence[str]) -> list[int] | str:
         """What is sent as `prompt`: token ids (`tokens`), or their text, special tokens defused (`text`)."""
         if self._remote.prompt_format == "tokens":
-            return self._prompt_ids(turns)
+            return self._prompt.ids(turns)
         specials = self._tokenizer.all_special_tokens
-        ids = self._prompt_ids([defuse_special_tokens(t, specials) for t in turns])
+        ids = self._prompt.ids([defuse_special_tokens(t, specials) for t in turns])
         return self._tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-
-    def _prompt_ids(self, turns: Sequence[str]) -> list[int]:
-        return build_prompt_ids([encode_turn(self._tokenizer, t) for t in turns], self._eos_id, self._budget)
 
     def _request(self, turns: Sequence[str]) -> dict:
         s = self._settings
@@ -215,9 +206,7 @@ def _reply_text(completion: object) -> str:
 
 def _cause(exc: BaseException) -> str:
     """What the connection error was (`Connection refused`), in one short line."""
-    cause = exc.__cause__ or exc
-    text = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-    return text[:120]
+    return first_line(exc.__cause__ or exc)[:120]
 
 
 def _server_message(exc: openai.APIStatusError) -> str:
