@@ -99,3 +99,35 @@ async def test_the_database_directory_is_created(tmp_path):
     await store.append_turns("c", [turn("x")])
     await store.close()
     assert (tmp_path / "deep" / "er" / "h.db").is_file()
+
+
+@pytest.mark.sqlite_only
+def test_many_processes_switching_a_new_database_to_wal_all_succeed(tmp_path):
+    """SQLite answers "database is locked" at once, busy timeout or not, to some of several connections
+    switching a new file to WAL together (about 1 in 10 rounds of six here without the retry)."""
+    import threading
+
+    from storage.history_store import SQLITE_BUSY_TIMEOUT_MS, _switch_to_wal
+
+    failures = []
+    for round_ in range(100):
+        path = tmp_path / f"new-{round_}.db"
+        start = threading.Barrier(6)
+
+        def open_like_the_bot(path=path, start=start):
+            connection = sqlite3.connect(path, timeout=0, isolation_level=None)
+            start.wait()
+            try:
+                connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+                _switch_to_wal(connection.cursor())
+            except sqlite3.OperationalError as exc:
+                failures.append(str(exc))
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=open_like_the_bot) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert failures == []
