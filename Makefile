@@ -10,15 +10,15 @@ TORCH_INDEX ?=
 IPEX_VENV := .venv-ipex
 IPEX_STAMP := $(IPEX_VENV)/.installed
 
-.PHONY: setup chat test lint ipex test-ipex
+.PHONY: setup chat test test-fast typecheck lint ipex test-ipex
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first, pinned: on our machines this is a local CPU build; an unpinned torch pulls CUDA (GBs).
 	$(PY) -m pip install --quiet torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	# The ctranslate2 and openai backends are small and tested in CI, so they are installed too.
-	$(PY) -m pip install --quiet -e ".[dev,ctranslate2,openai]"
+	# The demo model's corpus, the bench's plot, and the small ctranslate2 and openai backends (tested in CI).
+	$(PY) -m pip install --quiet -e ".[dev,demo,bench,ctranslate2,openai]"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -26,10 +26,19 @@ setup: $(STAMP)
 chat: $(STAMP)
 	$(VENV)/bin/dialobot chat --model demo
 
-test: $(STAMP)
+# Everything CI runs: lint, types, and every test (the demo model's full build and real processes included).
+test: $(STAMP) typecheck
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/pytest -q --durations=10
+
+# The edit loop: no full model build, no `dialobot` process per test (under 90 s on 2 idle cores).
+test-fast: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest -q -m "not slow and not process" --durations=5
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy bot/core storage
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check --fix .

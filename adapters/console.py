@@ -12,9 +12,9 @@ import threading
 from typing import TextIO
 
 from bot.config import Config
-from bot.engine import ChatEngine
-from bot.health import readiness
-from bot.message import IncomingMessage
+from bot.core.engine import ChatEngine
+from bot.core.message import IncomingMessage, conversation_key
+from bot.ops.readiness import readiness
 
 PROMPT = ">> You: "
 REPLY_PREFIX = "Bot: "
@@ -28,43 +28,67 @@ def _read_lines(stream: TextIO, loop: asyncio.AbstractEventLoop, queue: asyncio.
     loop.call_soon_threadsafe(queue.put_nowait, None)
 
 
+class ConsoleAdapter:
+    """Lines from `stdin` in, replies to `stdout` out, one conversation: `console:<console.name>`."""
+
+    name = "console"
+
+    def __init__(
+        self, engine: ChatEngine, config: Config, stdin: TextIO | None = None, stdout: TextIO | None = None
+    ) -> None:
+        self.engine = engine
+        self.key = conversation_key("console", config.console.name)
+        self.stdin = stdin or sys.stdin
+        self.stdout = stdout or sys.stdout
+        self._queue: asyncio.Queue[str | None] = asyncio.Queue()
+
+    async def send(self, text: str) -> None:
+        self.stdout.write(f"{REPLY_PREFIX}{text}\n")
+        self.stdout.flush()
+
+    async def run(self) -> None:
+        """Read lines and print the replies until `/quit`, end of input, or `stop`."""
+        interactive = self.stdin.isatty()
+        loop = asyncio.get_running_loop()
+        threading.Thread(
+            target=_read_lines, args=(self.stdin, loop, self._queue), daemon=True, name="console-input"
+        ).start()
+        readiness.ready("console")
+        user = getpass.getuser()
+        while True:
+            if interactive:
+                self.stdout.write(PROMPT)
+                self.stdout.flush()
+            line = await self._queue.get()
+            if line is None:
+                break
+            text = line.strip()
+            if not text:
+                continue
+            if text.lower() in QUIT_WORDS:
+                break
+            message = IncomingMessage(
+                platform="console",
+                channel_key=self.key,
+                author_id=user,
+                author_name=user,
+                text=text,
+                is_admin=True,
+                is_direct=True,
+            )
+            await self.engine.handle(message, self.send)
+        readiness.not_ready("console", "input ended", expected=True)
+
+    async def stop(self) -> None:
+        self._queue.put_nowait(None)
+
+
+def create(engine: ChatEngine, config: Config) -> ConsoleAdapter:
+    return ConsoleAdapter(engine, config)
+
+
 async def serve(
     engine: ChatEngine, config: Config, stdin: TextIO | None = None, stdout: TextIO | None = None
 ) -> None:
     """Read lines from `stdin` and print the replies until `/quit` or end of input."""
-    stdin = stdin or sys.stdin
-    stdout = stdout or sys.stdout
-    interactive = stdin.isatty()
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[str | None] = asyncio.Queue()
-    threading.Thread(target=_read_lines, args=(stdin, loop, queue), daemon=True, name="console-input").start()
-    readiness.ready("console")
-    user = getpass.getuser()
-
-    async def send(text: str) -> None:
-        stdout.write(f"{REPLY_PREFIX}{text}\n")
-        stdout.flush()
-
-    while True:
-        if interactive:
-            stdout.write(PROMPT)
-            stdout.flush()
-        line = await queue.get()
-        if line is None:
-            break
-        text = line.strip()
-        if not text:
-            continue
-        if text.lower() in QUIT_WORDS:
-            break
-        message = IncomingMessage(
-            platform="console",
-            channel_key=f"console:{config.console.name}",
-            author_id=user,
-            author_name=user,
-            text=text,
-            is_admin=True,
-            is_direct=True,
-        )
-        await engine.handle(message, send)
-    readiness.not_ready("console", "input ended", expected=True)
+    await ConsoleAdapter(engine, config, stdin, stdout).run()

@@ -12,23 +12,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import AsyncExitStack, contextmanager
 from typing import Any
 
 import discord
 from discord import app_commands
 
 from adapters.message_split import split_message
-from bot.commands import COMMANDS
-from bot.config import Config, DiscordConfig
-from bot.engine import ChatEngine
+from bot.config import Config, DiscordConfig, secret_from_env
+from bot.core.commands import COMMANDS
+from bot.core.engine import ChatEngine
+from bot.core.keyed_lock import KeyedLock
+from bot.core.message import IncomingMessage, Send, conversation_key
 from bot.errors import ConfigError, DialobotError
-from bot.health import readiness
-from bot.message import IncomingMessage, Send
+from bot.ops.readiness import readiness
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +58,10 @@ def intents() -> discord.Intents:
 def channel_key(guild_id: int | None, channel: Any) -> str:
     """The conversation key: `discord:<guild>:<channel>[:<thread>]`, or `discord:dm:<channel>` for a DM."""
     if guild_id is None:
-        return f"discord:dm:{channel.id}"
+        return conversation_key("discord", "dm", channel.id)
     if isinstance(channel, discord.Thread):
-        return f"discord:{guild_id}:{channel.parent_id}:{channel.id}"
-    return f"discord:{guild_id}:{channel.id}"
+        return conversation_key("discord", guild_id, channel.parent_id, channel.id)
+    return conversation_key("discord", guild_id, channel.id)
 
 
 class DiscordBot(discord.AutoShardedClient):
@@ -92,8 +92,8 @@ class DiscordBot(discord.AutoShardedClient):
         self._always_answer_ids = frozenset(settings.always_answer_channel_ids)
         self._forbidden_until: dict[int, float] = {}
         self._answering: set[asyncio.Task] = set()
-        self._arrivals: dict[int, list] = {}  # channel id -> [FIFO lock, users]
-        for command in (c for c in COMMANDS if c.slash):  # the others are typed after a mention
+        self._arrivals = KeyedLock()
+        for command in (c for c in COMMANDS if not c.takes_words):  # the others are typed after a mention
             self.tree.add_command(
                 app_commands.Command(
                     name=command.name,
@@ -202,7 +202,7 @@ class DiscordBot(discord.AutoShardedClient):
         async with AsyncExitStack() as typing:
             # The REST calls before the engine (channel lookup, typing) finish in any order: a channel's
             # messages pass them one at a time, so they reach the engine, and are answered, in arrival order.
-            async with self._arrival_order(channel.id):
+            async with self._arrivals.hold(str(channel.id)):
                 incoming = IncomingMessage(
                     platform="discord",
                     channel_key=channel_key(guild_id, await self._resolve(channel, guild_id)),
@@ -212,6 +212,7 @@ class DiscordBot(discord.AutoShardedClient):
                     is_admin=self._is_admin(author, getattr(author, "guild_permissions", None)),
                     is_direct=is_direct,
                     message_id=str(message.id),
+                    mentioned_users=tuple(str(u) for u in message.raw_mentions if u != self.user.id),
                 )
                 try:
                     await typing.enter_async_context(channel.typing())
@@ -224,18 +225,6 @@ class DiscordBot(discord.AutoShardedClient):
                 answer = asyncio.ensure_future(self.engine.handle(incoming, self._reply_sender(message)))
             with self._answering_task():
                 await answer
-
-    @asynccontextmanager
-    async def _arrival_order(self, channel_id: int) -> AsyncIterator[None]:
-        entry = self._arrivals.setdefault(channel_id, [asyncio.Lock(), 0])
-        entry[1] += 1
-        try:
-            async with entry[0]:
-                yield
-        finally:
-            entry[1] -= 1
-            if not entry[1]:
-                del self._arrivals[channel_id]
 
     def _mentioned(self, message: discord.Message, role: discord.Role | None) -> bool:
         """Mentioned by id or by the bot's own role, or the message replies to one of the bot's messages."""
@@ -345,10 +334,27 @@ class DiscordBot(discord.AutoShardedClient):
         self._forbidden_until[channel_id] = time.monotonic() + FORBIDDEN_RETRY_SECONDS
 
 
+class DiscordAdapter:
+    """The `Adapter` for Discord: the token from the environment, and the sharded client."""
+
+    name = "discord"
+
+    def __init__(self, engine: ChatEngine, config: Config) -> None:
+        self.settings = config.discord
+        self.client = DiscordBot(engine, self.settings)
+
+    async def run(self) -> None:
+        token = secret_from_env("discord.token_env", self.settings.token_env)
+        await self.client.run_until_closed(token)
+
+    async def stop(self) -> None:
+        await self.client.close()
+
+
+def create(engine: ChatEngine, config: Config) -> DiscordAdapter:
+    return DiscordAdapter(engine, config)
+
+
 async def serve(engine: ChatEngine, config: Config) -> None:
     """Run the Discord bot until its connection ends or the task is cancelled."""
-    settings = config.discord
-    token = os.environ.get(settings.token_env)
-    if not token:
-        raise ConfigError(f"discord.token_env: environment variable {settings.token_env} is not set")
-    await DiscordBot(engine, settings).run_until_closed(token)
+    await DiscordAdapter(engine, config).run()

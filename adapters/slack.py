@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 import time
 from collections.abc import Coroutine
@@ -28,12 +27,12 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.message_split import split_message
-from bot.commands import parse_command
-from bot.config import Config, SlackConfig
-from bot.engine import ChatEngine
-from bot.errors import ConfigError, DialobotError
-from bot.health import readiness
-from bot.message import IncomingMessage
+from bot.config import Config, SlackConfig, secret_from_env
+from bot.core.commands import parse_command
+from bot.core.engine import ChatEngine
+from bot.core.message import IncomingMessage, conversation_key
+from bot.errors import DialobotError
+from bot.ops.readiness import readiness
 
 logger = logging.getLogger(__name__)
 
@@ -56,11 +55,7 @@ logging.getLogger("slack_bolt.AsyncApp").addFilter(lambda record: record.getMess
 
 def read_secret(config: SlackConfig, key: str) -> str:
     """The value of the environment variable that config key `key` (such as `bot_token_env`) names."""
-    name = getattr(config, key)
-    value = os.environ.get(name, "")
-    if not value:
-        raise ConfigError(f"slack.{key}: environment variable {name} is not set")
-    return value
+    return secret_from_env(f"slack.{key}", getattr(config, key))
 
 
 def clean_text(text: str, bot_user_id: str | None) -> str:
@@ -69,6 +64,12 @@ def clean_text(text: str, bot_user_id: str | None) -> str:
         text = re.sub(rf"<@{re.escape(bot_user_id)}(?:\|[^>]*)?>[:,]?", " ", text)
     text = text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
     return " ".join(text.split())
+
+
+def mentioned_users(text: str, bot_user_id: str | None) -> tuple[str, ...]:
+    """The user ids of `<@U123>` / `<@U123|name>` mentions in raw Slack text, the bot's own left out."""
+    found = re.findall(r"<@([A-Z0-9]+)(?:\|[^>]*)?>", text)
+    return tuple(user for user in found if user != bot_user_id)
 
 
 def escape_text(text: str) -> str:
@@ -215,11 +216,12 @@ class SlackAdapter:
             # database writes finish in any order), and nothing awaits between a claim and `engine.handle`
             # except an admin command's role lookup.
             async with self._in_order:
-                if not await self.engine.store.claim_event(f"slack:{team}:{event_id}"):
+                if not await self.engine.first_delivery(f"slack:{team}:{event_id}"):
                     logger.info("event %s was already answered; ignoring the re-delivery", event_id)
                     return
             target, channel_key = self._route(team, event)
-            text = clean_text(event.get("text", ""), bot_user_id)
+            raw = event.get("text", "")
+            text = clean_text(raw, bot_user_id)
             command = parse_command(text)
             is_admin = bool(command and command.admin_only) and await self._is_admin(team, event["user"])
             message = IncomingMessage(
@@ -230,6 +232,7 @@ class SlackAdapter:
                 is_admin=is_admin,
                 is_direct=_is_direct(event),
                 message_id=event.get("ts"),
+                mentioned_users=mentioned_users(raw, bot_user_id),
             )
             await self.engine.handle(message, self._sender(target))
         except Exception:
@@ -241,10 +244,8 @@ class SlackAdapter:
         thread_ts = event.get("thread_ts")
         if thread_ts is None and self.slack.always_thread and not _is_direct(event):
             thread_ts = event.get("ts")
-        key = f"slack:{team}:{channel}"
-        if thread_ts and self.slack.thread_is_conversation:
-            key = f"{key}:{thread_ts}"
-        return _Target(channel, thread_ts), key
+        thread = thread_ts if self.slack.thread_is_conversation else None
+        return _Target(channel, thread_ts), conversation_key("slack", team, channel, thread)
 
     def _sender(self, target: _Target):
         async def send(text: str) -> None:
@@ -284,25 +285,47 @@ def build_app(engine: ChatEngine, config: Config, client: AsyncWebClient | None 
     if slack.mode == "http":
         secret = read_secret(slack, "signing_secret_env")
     else:
-        secret = os.environ.get(slack.signing_secret_env, "")
+        secret = secret_from_env("slack.signing_secret_env", slack.signing_secret_env, required=False)
     return SlackAdapter(engine, config, client, secret).app
+
+
+class SlackService:
+    """The `Adapter` for Slack: secrets from the environment, Socket Mode or the HTTP Events API."""
+
+    name = "slack"
+
+    def __init__(self, engine: ChatEngine, config: Config) -> None:
+        self.engine = engine
+        self.config = config
+        self._stopped = asyncio.Event()
+
+    async def run(self) -> None:
+        """Answer Slack until `stop` or cancellation; the socket client reconnects by itself meanwhile."""
+        slack = self.config.slack
+        token = read_secret(slack, "bot_token_env")
+        app_token = read_secret(slack, "app_token_env") if slack.mode == "socket" else ""
+        secret = read_secret(slack, "signing_secret_env") if slack.mode == "http" else ""
+        adapter = SlackAdapter(self.engine, self.config, make_client(token, slack.api_url), secret)
+        try:
+            await adapter.check_auth()
+            if slack.mode == "socket":
+                await adapter.start_socket_mode(app_token)
+            else:
+                await adapter.start_http(slack.http_host, slack.http_port)
+            readiness.ready("slack")
+            await self._stopped.wait()
+        finally:
+            readiness.not_ready("slack", "stopped")
+            await adapter.close()
+
+    async def stop(self) -> None:
+        self._stopped.set()
+
+
+def create(engine: ChatEngine, config: Config) -> SlackService:
+    return SlackService(engine, config)
 
 
 async def serve(engine: ChatEngine, config: Config) -> None:
     """Answer Slack until cancelled, over Socket Mode or the HTTP Events API as configured."""
-    slack = config.slack
-    token = read_secret(slack, "bot_token_env")
-    app_token = read_secret(slack, "app_token_env") if slack.mode == "socket" else ""
-    secret = read_secret(slack, "signing_secret_env") if slack.mode == "http" else ""
-    adapter = SlackAdapter(engine, config, make_client(token, slack.api_url), secret)
-    try:
-        await adapter.check_auth()
-        if slack.mode == "socket":
-            await adapter.start_socket_mode(app_token)
-        else:
-            await adapter.start_http(slack.http_host, slack.http_port)
-        readiness.ready("slack")
-        await asyncio.Event().wait()  # the socket client reconnects by itself; run until cancelled
-    finally:
-        readiness.not_ready("slack", "stopped")
-        await adapter.close()
+    await SlackService(engine, config).run()

@@ -11,13 +11,12 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import sys
 import threading
 
-from bot.admin_cli import ADMIN_COMMANDS, add_admin_commands, run_admin_command
 from bot.config import DEMO_MODEL, Config, load_config, override
 from bot.errors import DialobotError
+from bot.ops.admin_cli import ADMIN_COMMANDS, add_admin_commands, run_admin_command
 
 logger = logging.getLogger(__name__)
 
@@ -49,14 +48,14 @@ def _parser() -> argparse.ArgumentParser:
     quantize = add("quantize", "save the model quantized to INT8, to load fast with --model DIR")
     quantize.add_argument("--out", required=True, help="directory to write (must not exist or be empty)")
     bench = add("bench", "measure speed, batching, memory and start-up (see docs/benchmarks.md)", False)
-    from bot.bench_cli import add_bench_arguments
+    from bot.bench.cli import add_bench_arguments
 
     add_bench_arguments(bench)
     return parser
 
 
 def _setup_logging(level: str, config: Config) -> None:
-    from bot.log_setup import setup_logging
+    from bot.ops.logs import setup_logging
 
     setup_logging(level, config)
 
@@ -75,69 +74,8 @@ def _config(args: argparse.Namespace) -> Config:
     )
 
 
-async def _serve(config: Config, adapters: list[str]) -> None:
-    from adapters import serve_all
-    from bot.backends import load_backend
-    from bot.engine import ChatEngine
-    from bot.health_server import start_operations
-    from bot.scheduler import build_generator
-    from bot.shutdown import StopSignals, serve_until_stopped
-    from storage import open_store
-
-    if not adapters:
-        raise DialobotError("no adapter is enabled: enable console, discord or slack in the config")
-    # SIGTERM (docker stop, systemd) and Ctrl-C: the engine drains, adapters disconnect, the database closes.
-    signals = StopSignals()
-    # The database first: a bad URL or a schema to upgrade is reported before minutes of model loading.
-    store = await open_store(config.storage.resolve_url())
-    operations = generator = None
-    try:
-        operations = await start_operations(config, adapters)  # /healthz answers "model: loading" meanwhile
-        operations.attach_store(store)
-        generator = build_generator(await _in_daemon_thread(load_backend, config), config)
-        operations.model_loaded()
-        engine = ChatEngine(store, generator, config)
-        await serve_until_stopped(engine, serve_all(engine, config, adapters), signals)
-    except asyncio.CancelledError:
-        if signals.received is None:
-            raise
-        # Stopped during start-up (or by a second signal): nothing was being answered.
-    finally:
-        if generator is not None:
-            await generator.close()
-        await store.close()
-        if operations is not None:
-            await operations.close()
-    if signals.received is signal.SIGINT:
-        raise KeyboardInterrupt
-
-
-async def _in_daemon_thread(function, *args):
-    """`function(*args)` on a daemon thread: a stop during a long load (the first demo build takes minutes)
-    must not wait for it, as `run_in_executor`'s threads would at interpreter exit."""
-    loop = asyncio.get_running_loop()
-    future = loop.create_future()
-
-    def settle(result, error) -> None:
-        if not future.done():
-            future.set_exception(error) if error is not None else future.set_result(result)
-
-    def work() -> None:
-        try:
-            result = function(*args)
-        except BaseException as exc:  # delivered to the awaiting task, not lost on this thread
-            result, error = None, exc
-        else:
-            error = None
-        with contextlib.suppress(RuntimeError):  # the loop already closed: nobody is waiting any more
-            loop.call_soon_threadsafe(settle, result, error)
-
-    threading.Thread(target=work, daemon=True, name="load-model").start()
-    return await future
-
-
 def _model_info(config: Config) -> None:
-    from bot.backends import load_backend
+    from bot.generation.backends import load_backend
 
     generator = load_backend(config)
     info = generator.info
@@ -163,8 +101,8 @@ def _model_info(config: Config) -> None:
 
 
 def _quantize(config: Config, out: str) -> None:
-    from bot.model_loader import load_model
-    from bot.prequantized import save_prequantized
+    from bot.models.loader import load_model
+    from bot.models.prequantized import save_prequantized
 
     # What it saves is the torch backend's INT8 model, whatever backend the config serves with.
     loaded = load_model(override(config, "model", quantization="int8", backend="torch").model)
@@ -201,15 +139,18 @@ def _main(argv: list[str] | None) -> int:
         elif args.command == "quantize":
             _quantize(config, args.out)
         elif args.command == "bench":
-            from bot.bench_cli import run_bench
+            from bot.bench.cli import run_bench
 
             run_bench(args)
         elif args.command == "chat":
-            asyncio.run(_serve(config, ["console"]))
+            from bot.ops.app import serve
+
+            asyncio.run(serve(config, ["console"]))
         else:
             from adapters import enabled_adapters
+            from bot.ops.app import serve
 
-            asyncio.run(_serve(config, enabled_adapters(config)))
+            asyncio.run(serve(config, enabled_adapters(config)))
     except DialobotError as exc:
         print(f"dialobot: {exc}", file=sys.stderr)
         return 2

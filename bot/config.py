@@ -19,6 +19,15 @@ DEMO_MODEL = "demo"
 DEFAULT_MODEL = "microsoft/DialoGPT-medium"
 
 
+def secret_from_env(key: str, env_name: str, required: bool = True) -> str:
+    """The secret in the environment variable `env_name`, which config key `key` (e.g. `slack.bot_token_env`)
+    names; a missing one is a `ConfigError` naming both, never the value."""
+    value = os.environ.get(env_name, "")
+    if not value and required:
+        raise ConfigError(f"{key}: environment variable {env_name} is not set")
+    return value
+
+
 def data_dir() -> Path:
     """Where history lives by default: `$DIALOBOT_DATA_DIR`, else the XDG data directory."""
     if env := os.environ.get("DIALOBOT_DATA_DIR"):
@@ -76,10 +85,7 @@ class StorageConfig(_Section):
     def resolve_url(self) -> str:
         """The async SQLAlchemy URL to connect to."""
         if self.url_env:
-            url = os.environ.get(self.url_env)
-            if not url:
-                raise ConfigError(f"storage.url_env: environment variable {self.url_env} is not set")
-            return url
+            return secret_from_env("storage.url_env", self.url_env)
         path = Path(self.path).expanduser() if self.path else data_dir() / "dialobot.db"
         return f"sqlite+aiosqlite:///{path}"
 
@@ -190,10 +196,7 @@ class OpenAIConfig(_Section):
         """The key from `api_key_env`; a placeholder when none is configured (the SDK insists on one)."""
         if not self.api_key_env:
             return "unused"
-        key = os.environ.get(self.api_key_env)
-        if not key:
-            raise ConfigError(f"openai.api_key_env: environment variable {self.api_key_env} is not set")
-        return key
+        return secret_from_env("openai.api_key_env", self.api_key_env)
 
 
 class BatchingConfig(_Section):

@@ -11,97 +11,25 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
+from typing import Any
 
 from sqlalchemy import delete, event, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import aliased
 
 from storage.schema import AuditRow, MessageRow, ProcessedEventRow
 from storage.schema_version import prepare_schema
+from storage.types import AuditEntry, AuditRecord, NewTurn, Role, StoredTurn
 
 logger = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 DELETE_CHUNK = 500
 """Ids per `DELETE ... IN (...)`: far below SQLite's bound-parameter limit."""
-
-
-class Role(StrEnum):
-    USER = "user"
-    BOT = "bot"
-
-
-@dataclass(frozen=True, slots=True)
-class NewTurn:
-    role: Role
-    author_id: str
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class StoredTurn:
-    role: Role
-    author_id: str
-    text: str
-    created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class AuditRecord:
-    """Who did what to which data; stored with the deletion it describes, in the same transaction."""
-
-    actor: str
-    action: str
-    target: str
-    detail: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class AuditEntry:
-    at: datetime
-    actor: str
-    action: str
-    target: str
-    detail: str
-
-
-class HistoryStore(Protocol):
-    """What the engine needs from persistence, and nothing more."""
-
-    async def recent_turns(self, channel_key: str, limit: int) -> list[StoredTurn]:
-        """The channel's last `limit` turns, oldest first."""
-
-    async def append_turns(self, channel_key: str, turns: Sequence[NewTurn]) -> None:
-        """Store `turns` in one transaction: all of them or none."""
-
-    async def reset_channel(self, channel_key: str, audit: AuditRecord | None = None) -> int:
-        """Delete the channel's history (and record `audit`); return how many turns were deleted."""
-
-    async def delete_user_turns(self, platform: str, author_id: str, audit: AuditRecord | None = None) -> int:
-        """Delete a user's turns in every `platform` conversation, and the bot's replies to them."""
-
-    async def delete_turns_before(self, cutoff: datetime, audit: AuditRecord | None = None) -> int:
-        """Delete every turn stored before `cutoff`; `audit` is recorded only if something was deleted."""
-
-    async def audit_entries(self, limit: int = 100) -> list[AuditEntry]:
-        """The latest audit log entries, newest first."""
-
-    async def count_turns(self, channel_key: str) -> int: ...
-
-    async def total_turns(self) -> int:
-        """Stored turns in every channel (the operator's `dialobot_history_rows` metric)."""
-
-    async def claim_event(self, event_key: str) -> bool:
-        """Record a platform event id; False if it was already recorded (a re-delivery)."""
-
-    async def close(self) -> None: ...
 
 
 class SqlHistoryStore:
@@ -145,7 +73,7 @@ class SqlHistoryStore:
     async def reset_channel(self, channel_key: str, audit: AuditRecord | None = None) -> int:
         async with self._sessions.begin() as session:
             result = await session.execute(delete(MessageRow).where(MessageRow.channel_key == channel_key))
-            deleted = result.rowcount or 0
+            deleted = _rowcount(result)
             _add_audit(session, audit, f"{deleted} turns deleted")
         return deleted
 
@@ -183,7 +111,7 @@ class SqlHistoryStore:
     async def delete_turns_before(self, cutoff: datetime, audit: AuditRecord | None = None) -> int:
         async with self._sessions.begin() as session:
             result = await session.execute(delete(MessageRow).where(MessageRow.created_at < cutoff))
-            deleted = result.rowcount or 0
+            deleted = _rowcount(result)
             if deleted:
                 _add_audit(session, audit, f"{deleted} turns deleted")
         return deleted
@@ -215,14 +143,19 @@ class SqlHistoryStore:
         await self._engine.dispose()
 
 
-def _add_audit(session, audit: AuditRecord | None, outcome: str) -> None:
+def _rowcount(result: Any) -> int:
+    """Rows a DELETE touched (a `CursorResult`'s count; the async session types it as a plain `Result`)."""
+    return int(result.rowcount or 0)
+
+
+def _add_audit(session: AsyncSession, audit: AuditRecord | None, outcome: str) -> None:
     if audit is not None:
         detail = f"{audit.detail}; {outcome}" if audit.detail else outcome
         session.add(AuditRow(actor=audit.actor, action=audit.action, target=audit.target, detail=detail))
         logger.info("audit: %s by %s on %s: %s", audit.action, audit.actor, audit.target, detail)
 
 
-def _configure_sqlite(dbapi_connection, _record) -> None:
+def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     _switch_to_wal(cursor)
@@ -231,7 +164,7 @@ def _configure_sqlite(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-def _switch_to_wal(cursor) -> None:
+def _switch_to_wal(cursor: Any) -> None:
     """`PRAGMA journal_mode=WAL`, retried: the switch needs a moment of exclusive access to a new database,
     and SQLite reports "database is locked" at once instead of waiting its busy timeout when several
     processes open that database together (seen in CI). WAL is then stored in the file, so this is rare."""

@@ -2,62 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-from collections.abc import Sequence
 
 import pytest
 
 from bot.config import Config, parse_config
-from bot.engine import ChatEngine
-from bot.model_loader import ModelInfo
-from bot.quantize import ProjectionCounts
+from bot.core.engine import ChatEngine
+from bot.testing import ScriptedGenerator, make_engine
 from storage import SqlHistoryStore, open_store
 
-
-class FakeGenerator:
-    """Answers `echo: <last turn> (<n> turns seen)` after an optional delay; records every prompt it got."""
-
-    def __init__(self, delay: float = 0.0) -> None:
-        self.info = ModelInfo(
-            name="fake",
-            source="fake",
-            quantization="int8",
-            backend="fake",
-            parameters=0,
-            context=1024,
-            projections=ProjectionCounts(int8=4, total=4),
-        )
-        self.delay = delay
-        self.calls: list[list[str]] = []
-        self.replies: list[str] = []  # queued replies to give instead of the echo, first in first out
-        self.fail_with: Exception | None = None
-
-    async def generate(self, turns: Sequence[str]) -> str:
-        self.calls.append(list(turns))
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        if self.fail_with is not None:
-            raise self.fail_with
-        if self.replies:
-            return self.replies.pop(0)
-        return f"echo: {turns[-1]} ({len(turns)} turns seen)"
-
-    async def close(self) -> None:
-        pass
-
-
-class Outbox:
-    """A fake adapter's send: records what the engine would have sent."""
-
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-        self.fail = False
-
-    async def __call__(self, text: str) -> None:
-        if self.fail:
-            raise ConnectionError("platform refused the message")
-        self.sent.append(text)
+FakeGenerator = ScriptedGenerator
+"""The name the tests use for the harness's scripted generator."""
 
 
 POSTGRES_URL_ENV = "DIALOBOT_TEST_POSTGRES_URL"
@@ -130,7 +85,7 @@ def config() -> Config:
 
 @pytest.fixture
 def engine(store, fake_generator, config) -> ChatEngine:
-    return ChatEngine(store, fake_generator, config)
+    return make_engine(store, fake_generator, config)
 
 
 TINY_RECIPE_KWARGS = dict(vocab_size=512, n_layer=2, n_head=2, n_embd=64, n_positions=1024, dialog_limit=400)
@@ -138,12 +93,16 @@ TINY_RECIPE_KWARGS = dict(vocab_size=512, n_layer=2, n_head=2, n_embd=64, n_posi
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    """A DialoGPT-architecture model trained in seconds on part of the corpus: the demo recipe, tiny."""
-    from bot.demo_model import DemoRecipe, ensure_demo_model
-    from bot.trainer import TrainConfig
+    """A DialoGPT-architecture model trained in seconds on part of the corpus: the demo recipe, tiny.
+
+    Built once per machine into the cache (keyed by its recipe, like the demo), so later runs train nothing.
+    """
+    from bot.config import cache_dir
+    from bot.models.demo import DemoRecipe, ensure_demo_model
+    from bot.models.trainer import TrainConfig
 
     recipe = DemoRecipe(
         **TINY_RECIPE_KWARGS,
         train=TrainConfig(epochs=6, batch_size=16, learning_rate=3e-3, seed=0, threads=1),
     )
-    return ensure_demo_model(recipe, root=tmp_path_factory.mktemp("models"), progress=False)
+    return ensure_demo_model(recipe, root=cache_dir() / "test-models", progress=False)

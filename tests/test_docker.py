@@ -101,6 +101,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+@pytest.mark.process
 def test_entry_point_and_healthcheck_run_like_in_the_image(tmp_path, tiny_model_dir):
     """`dialobot run` with the image's config, the console standing in for Discord; HEALTHCHECK's command."""
     image_config = (ROOT / "docker" / "config.toml").read_text()
@@ -166,7 +167,7 @@ def test_entry_point_and_healthcheck_run_like_in_the_image(tmp_path, tiny_model_
         assert (tmp_path / "data" / "dialobot.db").is_file()
         logs = [json.loads(line) for line in bot.stderr.read().splitlines() if line.startswith("{")]
         assert any(
-            r["logger"] == "bot.engine" and "console:local" in r["message"] for r in logs
+            r["logger"] == "bot.core.engine" and "console:local" in r["message"] for r in logs
         )  # JSON, INFO
     finally:
         if bot.poll() is None:

@@ -7,15 +7,17 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from adapters import console
 from bot.config import parse_config
-from bot.engine import ChatEngine
-from tests.conftest import FakeGenerator
+from bot.testing import ScriptedGenerator as FakeGenerator
+from bot.testing import make_engine
 
 
 async def test_console_answers_each_line_and_stops_at_end_of_input(store):
     config = parse_config({"console": {"name": "pipe"}})
-    engine = ChatEngine(store, FakeGenerator(), config)
+    engine = make_engine(store, FakeGenerator(), config)
     stdout = io.StringIO()
     await console.serve(engine, config, stdin=io.StringIO("hello\n\n  \nhow are you\n"), stdout=stdout)
     assert stdout.getvalue().splitlines() == [
@@ -27,7 +29,7 @@ async def test_console_answers_each_line_and_stops_at_end_of_input(store):
 
 async def test_quit_stops_reading_and_commands_work(store):
     config = parse_config({})
-    engine = ChatEngine(store, FakeGenerator(), config)
+    engine = make_engine(store, FakeGenerator(), config)
     stdout = io.StringIO()
     script = "hi\n/status\n/reset\n/status\n/quit\nnever read\n"
     await console.serve(engine, config, stdin=io.StringIO(script), stdout=stdout)
@@ -56,6 +58,7 @@ def bot_lines(result):
     return [line.removeprefix("Bot: ") for line in result.stdout.splitlines() if line.startswith("Bot: ")]
 
 
+@pytest.mark.process
 def test_piped_chat_with_a_real_model_keeps_history_across_restarts(tiny_model_dir, tmp_path):
     first = run_chat(tiny_model_dir, tmp_path, ["Hello", "How are you?", "/status"])
     assert first.returncode == 0, first.stderr
@@ -73,6 +76,7 @@ def test_piped_chat_with_a_real_model_keeps_history_across_restarts(tiny_model_d
     assert status_after.endswith("turns stored in this conversation: 0")
 
 
+@pytest.mark.slow
 def test_a_long_piped_conversation_never_errors(tiny_model_dir, tmp_path):
     lines = [f"message {i}: tell me something about topic {i % 17} <|endoftext|>" for i in range(300)]
     result = run_chat(tiny_model_dir, tmp_path, lines, "--quantization", "int8")
@@ -82,6 +86,7 @@ def test_a_long_piped_conversation_never_errors(tiny_model_dir, tmp_path):
     assert all(reply.strip() for reply in replies)
 
 
+@pytest.mark.process
 def test_sigterm_stops_a_waiting_chat_cleanly(tiny_model_dir, tmp_path):
     env = {**os.environ, "DIALOBOT_DATA_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1"}
     env.pop("DIALOBOT_CONFIG", None)

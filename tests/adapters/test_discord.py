@@ -14,8 +14,9 @@ import pytest
 
 from adapters.discord import MESSAGE_LIMIT, DiscordBot, serve
 from bot.config import parse_config
-from bot.engine import EMPTY_MESSAGE_HINT, GENERATION_FAILED, ChatEngine
+from bot.core.engine import EMPTY_MESSAGE_HINT, GENERATION_FAILED
 from bot.errors import ConfigError, DialobotError
+from bot.testing import make_engine
 from storage import NewTurn, Role
 from tests.adapters.fake_discord import ADMINISTRATOR, MANAGE_GUILD, FakeDiscord, Request, point_discord_py_at
 
@@ -100,7 +101,7 @@ async def start_bot(fake, world, store, fake_generator):
     async def start(**settings) -> DiscordBot:
         settings.setdefault("always_answer_channel_ids", [world.chat["id"]])
         config = parse_config({"discord": {"enabled": True, **settings}, "history": {"max_turns": 10}})
-        bot = DiscordBot(ChatEngine(store, fake_generator, config), config.discord, guild_ready_timeout=0.05)
+        bot = DiscordBot(make_engine(store, fake_generator, config), config.discord, guild_ready_timeout=0.05)
         task = asyncio.create_task(bot.run_until_closed(fake.token))
         running.append((bot, task))
         await asyncio.wait_for(bot.wait_until_ready(), timeout=5)
@@ -448,7 +449,7 @@ async def test_refused_message_content_intent_is_one_clear_log_line(
 ):
     fake.refuse_intents = True
     config = parse_config({"discord": {"enabled": True}})
-    bot = DiscordBot(ChatEngine(store, fake_generator, config), config.discord, guild_ready_timeout=0.05)
+    bot = DiscordBot(make_engine(store, fake_generator, config), config.discord, guild_ready_timeout=0.05)
     with pytest.raises(DialobotError, match="Message Content intent"):
         await asyncio.wait_for(bot.run_until_closed(fake.token), timeout=5)
     [line] = [r for r in caplog.records if r.name == "adapters.discord" and r.levelno == logging.ERROR]
@@ -458,7 +459,7 @@ async def test_refused_message_content_intent_is_one_clear_log_line(
 
 async def test_a_rejected_token_is_a_one_line_error(fake, store, fake_generator, caplog):
     config = parse_config({"discord": {"enabled": True}})
-    bot = DiscordBot(ChatEngine(store, fake_generator, config), config.discord)
+    bot = DiscordBot(make_engine(store, fake_generator, config), config.discord)
     with pytest.raises(DialobotError, match=r"Discord rejected the token in \$DISCORD_BOT_TOKEN") as error:
         await asyncio.wait_for(bot.run_until_closed("wrong-token"), timeout=5)
     assert "wrong-token" not in str(error.value) + caplog.text
@@ -467,10 +468,10 @@ async def test_a_rejected_token_is_a_one_line_error(fake, store, fake_generator,
 def test_shard_ids_need_a_shard_count(store, fake_generator):
     config = parse_config({"discord": {"shard_ids": [0, 1]}})
     with pytest.raises(ConfigError, match=r"discord\.shard_ids: set discord\.shard_count"):
-        DiscordBot(ChatEngine(store, fake_generator, config), config.discord)
+        DiscordBot(make_engine(store, fake_generator, config), config.discord)
     config = parse_config({"discord": {"shard_ids": [2], "shard_count": 2}})
     with pytest.raises(ConfigError, match="from 0 to 1"):
-        DiscordBot(ChatEngine(store, fake_generator, config), config.discord)
+        DiscordBot(make_engine(store, fake_generator, config), config.discord)
 
 
 async def test_serve_needs_the_token_variable(monkeypatch, store, fake_generator):
@@ -479,13 +480,13 @@ async def test_serve_needs_the_token_variable(monkeypatch, store, fake_generator
     with pytest.raises(
         ConfigError, match=r"discord\.token_env: environment variable DIALOBOT_TEST_TOKEN is not set"
     ):
-        await serve(ChatEngine(store, fake_generator, config), config)
+        await serve(make_engine(store, fake_generator, config), config)
 
 
 async def test_serve_runs_until_cancelled(monkeypatch, fake, world, store, fake_generator):
     monkeypatch.setenv("DIALOBOT_TEST_TOKEN", fake.token)
     config = parse_config({"discord": {"enabled": True, "token_env": "DIALOBOT_TEST_TOKEN"}})
-    task = asyncio.create_task(serve(ChatEngine(store, fake_generator, config), config))
+    task = asyncio.create_task(serve(make_engine(store, fake_generator, config), config))
     await asyncio.wait_for(fake.shard_connected.wait(), timeout=5)
     await world.say(world.dm, "are you there?")
     [reply] = await world.replies(world.dm)

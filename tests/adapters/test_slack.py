@@ -22,8 +22,9 @@ from aiohttp import web
 from adapters import slack
 from adapters.slack import MESSAGE_LIMIT, SlackAdapter, make_client
 from bot.config import Config, parse_config
-from bot.engine import ChatEngine
+from bot.core.engine import ChatEngine
 from bot.errors import ConfigError, DialobotError
+from bot.testing import make_engine
 from storage import NewTurn, Role, open_store
 from tests.adapters import fake_slack
 from tests.adapters.fake_slack import (
@@ -231,13 +232,15 @@ async def test_retry_racing_the_original_is_answered_once(fake, engine, fake_gen
 
 async def test_retry_after_a_restart_is_not_answered_again(fake, db_url, fake_generator, config):
     first_store = await open_store(db_url)
-    async with running(ChatEngine(first_store, fake_generator, config), slack_config(fake), fake) as bot:
+    async with running(make_engine(first_store, fake_generator, config), slack_config(fake), fake) as bot:
         await deliver(fake, bot, mention("hello"), "EvRestart")
     await first_store.close()
 
     second_store = await open_store(db_url)
     try:
-        async with running(ChatEngine(second_store, fake_generator, config), slack_config(fake), fake) as bot:
+        async with running(
+            make_engine(second_store, fake_generator, config), slack_config(fake), fake
+        ) as bot:
             await deliver(fake, bot, mention("hello"), "EvRestart", retry=1)
             await deliver(fake, bot, mention("something new", ts="1700000009.000100"), "EvNew")
         turns = await history(second_store, CHANNEL_KEY)

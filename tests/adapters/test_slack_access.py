@@ -4,7 +4,7 @@ purge in a channel or a DM; `forget me` needs no admin and deletes only the aske
 # ruff: noqa: F811
 from __future__ import annotations
 
-from bot.limits import BUSY
+from bot.core.admission import BUSY
 from storage import NewTurn, Role
 from tests.adapters.fake_slack import direct_message, event_callback, mention
 

@@ -4,6 +4,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.process
+
 
 def dialobot(*args, env_extra=None, stdin=""):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env_extra or {})}

@@ -1,0 +1,63 @@
+"""The one normalized message type every adapter hands to the core, and what the core hands back.
+
+Adapters translate platform events into an `IncomingMessage`; the `channel_key` decides which conversation a
+message belongs to (NoneBot's `get_session_id()`): `discord:<guild>:<channel>[:<thread>]`,
+`slack:<team>:<channel>[:<thread_ts>]`, `console:<name>`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingMessage:
+    """A message addressed to the bot, with any mention of the bot already removed from `text`."""
+
+    platform: str
+    channel_key: str
+    author_id: str
+    text: str
+    is_admin: bool = False
+    is_direct: bool = False
+    message_id: str | None = None
+    author_name: str | None = None
+    mentioned_users: tuple[str, ...] = ()
+    """Ids of the users the message mentions, the bot excluded, in order (`purge @someone`)."""
+
+
+def conversation_key(platform: str, *parts: object) -> str:
+    """The key of one conversation: the platform, then its place from widest to narrowest, `:`-joined.
+
+    `conversation_key("discord", guild, channel, thread)`, `conversation_key("slack", team, channel)`,
+    `conversation_key("console", name)`. Empty parts (no thread) are left out, so a channel and its threads
+    share a prefix that access lists can name.
+    """
+    if not parts or any(":" in str(p) for p in parts if p not in (None, "")):
+        raise ValueError(f"a {platform} conversation key needs parts without ':', got {parts!r}")
+    return ":".join([platform, *(str(p) for p in parts if p not in (None, ""))])
+
+
+class ReplyKind(StrEnum):
+    CHAT = "chat"  # the model's answer; stored as history once delivered
+    COMMAND = "command"  # the answer to a command such as `help`
+    NOTICE = "notice"  # a hint, refusal or apology from the bot itself; never stored
+    IGNORED = "ignored"  # not answered at all: a denied user or a channel the bot does not answer in
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What the engine answered and whether the adapter managed to deliver it."""
+
+    text: str
+    kind: ReplyKind
+    delivered: bool
+
+
+Send = Callable[[str], Awaitable[None]]
+"""Delivers one reply to the place the message came from; raises if the platform refused it.
+
+Adapters split long text to their platform's limits inside `send`: the engine hands over the whole reply.
+"""

@@ -1,0 +1,302 @@
+"""The `ctranslate2` backend: the model converted to CTranslate2 on first use, cached, and batched by it.
+
+CTranslate2 runs GPT-2 with its own fused CPU kernels, INT8 included, so a conversion pays off from the first
+reply. Converting DialoGPT-medium takes a while and needs the FP32 model in memory, so it happens once per
+(source model, quantization): the result is cached under `cache_dir()/ctranslate2/<key>`, with the tokenizer
+and what `ModelInfo` reports, and later starts load only the converted directory. The key changes with the
+source files, so a retrained or updated model is converted again.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import ctranslate2
+from ctranslate2.converters import TransformersConverter
+from huggingface_hub import list_repo_files, snapshot_download
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
+
+from bot.config import DEMO_MODEL, Config, GenerationConfig, cache_dir
+from bot.core.generator import ModelInfo, ProjectionCounts
+from bot.errors import ModelLoadError
+from bot.generation.local import LocalGenerator
+from bot.models.loader import about_to_download, model_context, require_eos, resolve_source
+from bot.models.quantize import count_projections
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+"""Bump when the layout of a converted directory changes: every cached conversion is redone."""
+MARKER = "dialobot.json"
+# Files a conversion reads from a hub snapshot: config, tokenizer, and one copy of the PyTorch weights
+# (hub repos often also hold TF, Flax and ONNX weights, several GB we would never read).
+_HUB_CONFIG_FILES = ["*.json", "*.txt", "*.model"]
+_SAFETENSORS = ["model*.safetensors"]
+_PYTORCH_BIN = ["pytorch_model*.bin"]
+# Which source files decide the converted model, for the cache key.
+_SOURCE_SUFFIXES = (".json", ".txt", ".model", ".safetensors", ".bin")
+_COMPUTE_TYPES = {"int8": "int8", "none": "float32"}
+
+
+class CTranslate2Generator(LocalGenerator):
+    """Generates with a `ctranslate2.Generator`, which takes unpadded prompts of any lengths in one batch."""
+
+    def __init__(
+        self,
+        generator: ctranslate2.Generator,
+        tokenizer: PreTrainedTokenizerBase,
+        info: ModelInfo,
+        settings: GenerationConfig,
+        stop_at_eos: bool = True,
+    ) -> None:
+        super().__init__(info, tokenizer, settings, stop_at_eos)
+        self._generator = generator
+
+    def _generate_ids(self, prompts: list[list[int]], abandoned: Callable[[], bool]) -> list[list[int]]:
+        """The torch backend's decoding settings, through `generate_batch`.
+
+        CTranslate2 takes token strings, not ids; they are mapped back through the converted vocabulary (the
+        tokenizer's, id for id), so a user's literal "<|endoftext|>", already split into plain BPE pieces by
+        the shared prompt code, stays those pieces and never becomes EOS.
+
+        One difference remains: CTranslate2 applies `repetition_penalty` and `no_repeat_ngram_size` to the
+        tokens of its decoding loop (the reply, plus the part of a longer prompt past the batch's shortest
+        one, which it feeds token by token), transformers to the whole prompt as well. Greedy replies are
+        identical to torch's with both off, and usually, not always, with them on.
+        """
+        s = self._settings
+        results = self._generator.generate_batch(
+            [self._tokenizer.convert_ids_to_tokens(p) for p in prompts],
+            max_length=s.max_new_tokens,
+            min_length=0 if self._stop_at_eos else s.max_new_tokens,
+            include_prompt_in_result=False,
+            end_token=[self._eos_id],
+            return_end_token=False,
+            repetition_penalty=s.repetition_penalty,
+            no_repeat_ngram_size=s.no_repeat_ngram_size,
+            callback=lambda _step: abandoned(),  # called after each token; True stops that row
+            **sampling_options(s),
+        )
+        return [list(result.sequences_ids[0]) for result in results]
+
+
+def sampling_options(s: GenerationConfig) -> dict:
+    """`generate_batch`'s sampling arguments for our settings: top-k 1 is greedy, top-k 0 the whole vocabulary
+    (as in transformers)."""
+    if not s.do_sample:
+        return {"sampling_topk": 1}
+    return {"sampling_topk": s.top_k, "sampling_topp": s.top_p, "sampling_temperature": s.temperature}
+
+
+def load_ctranslate2(config: Config, stop_at_eos: bool = True) -> CTranslate2Generator:
+    """Convert the configured model if it is not cached yet (slow, once), then load the converted one."""
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    quantization = config.model.quantization
+    source = resolve_source(config.model.name)
+    local_dir, identity = local_snapshot(source)
+    model_dir = ensure_converted(local_dir, identity, quantization)
+    meta = json.loads((model_dir / MARKER).read_text())
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    generator = ctranslate2.Generator(
+        str(model_dir),
+        device="cpu",
+        compute_type=_COMPUTE_TYPES[quantization],
+        # CTranslate2's own default for 0 is 4 threads, not one per core as `model.threads = 0` promises.
+        intra_threads=config.model.threads or os.cpu_count() or 0,
+        inter_threads=1,  # one generation at a time: the scheduler batches, all threads work on each batch
+    )
+    total = int(meta["projections"])
+    info = ModelInfo(
+        name=config.model.name,
+        source=source,
+        quantization=quantization,
+        backend="ctranslate2",
+        parameters=int(meta["parameters"]),
+        context=int(meta["context"]),
+        projections=ProjectionCounts(int8=total if quantization == "int8" else 0, total=total),
+    )
+    logger.info("model ready: %s", info.summary())
+    return CTranslate2Generator(generator, tokenizer, info, config.generation, stop_at_eos=stop_at_eos)
+
+
+def local_snapshot(source: str) -> tuple[Path, str]:
+    """The local directory holding `source`, and what identifies its version (a hub commit, or nothing)."""
+    path = Path(source)
+    if path.is_dir():
+        return path.resolve(), ""
+    cached = _cached_snapshot(source)
+    if cached is not None:
+        return cached, cached.name
+    about_to_download(source)
+    try:
+        files = list_repo_files(source)
+        weights = _SAFETENSORS if any(f.endswith(".safetensors") for f in files) else _PYTORCH_BIN
+        snapshot = Path(snapshot_download(source, allow_patterns=_HUB_CONFIG_FILES + weights))
+    except Exception as exc:  # network, HTTP and hub errors come in many types; all mean "not available"
+        raise ModelLoadError(
+            f"could not download model {source!r} from the Hugging Face hub ({_reason(exc)}); "
+            f"use --model {DEMO_MODEL} for the offline demo model"
+        ) from None
+    return snapshot, snapshot.name
+
+
+def _cached_snapshot(repo_id: str) -> Path | None:
+    """The hub cache's snapshot of `repo_id` if it holds a config and weights (the torch backend's, say)."""
+    try:
+        snapshot = Path(
+            snapshot_download(
+                repo_id, local_files_only=True, allow_patterns=_HUB_CONFIG_FILES + _SAFETENSORS + _PYTORCH_BIN
+            )
+        )
+    except Exception:  # not cached (LocalEntryNotFoundError), or a malformed repo id (HFValidationError)
+        return None
+    has_weights = any(snapshot.glob("model*.safetensors")) or any(snapshot.glob("pytorch_model*.bin"))
+    return snapshot if (snapshot / "config.json").is_file() and has_weights else None
+
+
+def cache_key(local_dir: Path, identity: str, quantization: str) -> str:
+    """Stable for one source model and quantization; changes when any of the source's files does."""
+    files = {
+        f.name: [f.stat().st_size, f.stat().st_mtime_ns]
+        for f in sorted(local_dir.iterdir())
+        if f.suffix in _SOURCE_SUFFIXES and f.is_file()
+    }
+    payload = {
+        "format": FORMAT_VERSION,
+        "source": str(local_dir),
+        "revision": identity,
+        "files": files,
+        "quantization": quantization,
+        # A model converted by a newer CTranslate2 may not load in an older one.
+        "ctranslate2": ctranslate2.__version__.split(".")[0],
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def ensure_converted(local_dir: Path, identity: str, quantization: str, root: Path | None = None) -> Path:
+    """The converted model's directory, converting `local_dir` first if it is not in the cache."""
+    root = root or cache_dir() / "ctranslate2"
+    key = cache_key(local_dir, identity, quantization)
+    label = "int8" if quantization == "int8" else "float32"
+
+    def convert(out: Path) -> None:
+        logger.info("converting %s to CTranslate2 %s (first use; cached in %s)", local_dir, label, root / key)
+        started = time.perf_counter()
+        convert_model(local_dir, out, quantization)
+        logger.info("converted %s in %.1fs", local_dir, time.perf_counter() - started)
+
+    target = build_once(root / key, convert)
+    _prune_older_conversions(root, target)
+    return target
+
+
+def _prune_older_conversions(root: Path, current: Path) -> None:
+    """Delete earlier conversions of the same source and quantization (a retrained or updated model): each
+    is as large as the model, and nothing loads them any more."""
+    meta = json.loads((current / MARKER).read_text())
+    for other in root.iterdir():
+        marker = other / MARKER
+        if other == current or other.name.startswith(".") or not marker.is_file():
+            continue
+        try:
+            theirs = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            continue
+        if (theirs.get("source"), theirs.get("quantization")) == (meta["source"], meta["quantization"]):
+            logger.info("removing %s, an older conversion of %s", other, meta["source"])
+            shutil.rmtree(other, ignore_errors=True)
+
+
+def build_once(target: Path, build: Callable[[Path], None]) -> Path:
+    """`target`, built by `build(tmp)` into a temporary directory renamed into place if it does not exist.
+
+    Under a file lock (as `ensure_demo_model` builds the demo model), so that processes and threads starting
+    at once build it once, and nobody ever loads a half-written directory.
+    """
+    if (target / MARKER).is_file():
+        return target
+    root = target.parent
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # per open file, so it also serializes threads of one process
+        if (target / MARKER).is_file():
+            return target
+        for stale in root.glob(f".{target.name}-build-*"):  # left by a conversion that was interrupted
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-build-", dir=root))
+        try:
+            build(tmp / "model")
+            if target.exists():  # without its marker: damaged by hand or by a disk error; replaced whole
+                shutil.rmtree(target)
+            os.replace(tmp / "model", target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def convert_model(local_dir: Path, out: Path, quantization: str) -> None:
+    """Convert the transformers model in `local_dir` to `out`, with its tokenizer and `dialobot.json`."""
+    converter = _CountingConverter(str(local_dir))
+    try:
+        converter.convert(str(out), quantization="int8" if quantization == "int8" else None)
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # missing or unreadable files, invalid configs, unsupported architectures
+        logger.debug("converting %s failed", local_dir, exc_info=True)
+        raise ModelLoadError(
+            f"model.name: could not convert {local_dir} to CTranslate2: {_reason(exc)}"
+        ) from None
+    meta = {
+        **converter.facts,
+        "format": FORMAT_VERSION,
+        "source": str(local_dir),
+        "quantization": quantization,
+    }
+    try:
+        converter.tokenizer.save_pretrained(out)
+        (out / MARKER).write_text(json.dumps(meta, indent=2) + "\n")
+    except OSError as exc:  # a full disk, a read-only cache directory
+        raise ModelLoadError(
+            f"could not write the CTranslate2 model to {out}: {exc.strerror or exc}"
+        ) from None
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception's message on one line: its first line, and the next when the first ends in a colon."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+    return " ".join(lines[:2]) if lines[0].endswith(":") else lines[0]
+
+
+class _CountingConverter(TransformersConverter):
+    """Notes what `ModelInfo` needs from the model and tokenizer the conversion loads anyway."""
+
+    facts: dict
+    tokenizer: PreTrainedTokenizerBase
+
+    def load_model(self, model_class, model_name_or_path, **kwargs):
+        model = super().load_model(model_class, model_name_or_path, **kwargs)
+        config = model.config
+        self.facts = {
+            "name": getattr(config, "_name_or_path", "") or model_name_or_path,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "context": model_context(config),
+            # CTranslate2 INT8 quantizes every projection, GPT-2's Conv1D ones included.
+            "projections": count_projections(model).total,
+        }
+        return model
+
+    def load_tokenizer(self, tokenizer_class, model_name_or_path, **kwargs):
+        self.tokenizer = super().load_tokenizer(tokenizer_class, model_name_or_path, **kwargs)
+        require_eos(self.tokenizer, model_name_or_path)
+        return self.tokenizer

@@ -1,0 +1,142 @@
+"""The offline demo model: a small DialoGPT-architecture model trained here on chatterbot-corpus.
+
+Model weights cannot always be downloaded, and a newcomer must still be able to chat. The demo model is a
+GPT-2 (the DialoGPT architecture, 128 positions) with a byte-level BPE tokenizer, both trained from scratch
+on the corpus's English conversations. It is built on first use into the cache directory, seeded so every
+build is the same, and loaded afterwards like any local model directory.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tokenizers import ByteLevelBPETokenizer
+from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+
+from bot.config import cache_dir
+from bot.models.corpus import Dialog, load_chatterbot_english, split_dialogs
+from bot.models.trainer import TrainConfig, train_causal_lm
+
+logger = logging.getLogger(__name__)
+
+EOS = "<|endoftext|>"
+RECIPE_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class DemoRecipe:
+    """Everything that decides the built model; its hash names the cache directory."""
+
+    vocab_size: int = 2048
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 160
+    n_positions: int = 128
+    """The context (DialoGPT itself has 1024): prompts are cut to fit it, so every position is trained."""
+    dropout: float = 0.0
+    """No dropout: the corpus is small, and replies should follow its style closely."""
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(
+            epochs=28, batch_size=16, learning_rate=3e-3, max_length=128, context_turns=3
+        )
+    )
+    dialog_limit: int | None = None
+    """Train on only the first N training dialogs (tests use this for speed)."""
+
+    def digest(self) -> str:
+        payload = json.dumps({"v": RECIPE_VERSION, **asdict(self)}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+DEMO_RECIPE = DemoRecipe()
+
+
+def train_tokenizer(dialogs: list[Dialog], vocab_size: int) -> GPT2TokenizerFast:
+    """A GPT-2-style byte-level BPE tokenizer trained on the dialogs' turns."""
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(
+        (turn for dialog in dialogs for turn in dialog),
+        vocab_size=vocab_size,
+        min_frequency=2,
+        special_tokens=[EOS],
+        show_progress=False,
+    )
+    return GPT2TokenizerFast(tokenizer_object=bpe._tokenizer, bos_token=EOS, eos_token=EOS, unk_token=EOS)
+
+
+def build_demo_model(out_dir: Path, recipe: DemoRecipe = DEMO_RECIPE, progress: bool = True) -> Path:
+    """Train the demo tokenizer and model and save them to `out_dir` (which must not exist yet)."""
+    started = time.perf_counter()
+    dialogs = split_dialogs(load_chatterbot_english(), "train")
+    if recipe.dialog_limit is not None:
+        dialogs = dialogs[: recipe.dialog_limit]
+    tokenizer = train_tokenizer(dialogs, recipe.vocab_size)
+    torch.manual_seed(recipe.train.seed)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=recipe.n_positions,
+        n_embd=recipe.n_embd,
+        n_layer=recipe.n_layer,
+        n_head=recipe.n_head,
+        resid_pdrop=recipe.dropout,
+        embd_pdrop=recipe.dropout,
+        attn_pdrop=recipe.dropout,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.eos_token_id,
+    )
+    model = GPT2LMHeadModel(config)
+    losses = train_causal_lm(model, tokenizer, dialogs, recipe.train, progress=progress)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    meta = {
+        "recipe": asdict(recipe),
+        "recipe_digest": recipe.digest(),
+        "train_dialogs": len(dialogs),
+        "epoch_losses": losses,
+        "build_seconds": round(time.perf_counter() - started, 1),
+    }
+    (out_dir / "dialobot-demo.json").write_text(json.dumps(meta, indent=2))
+    logger.info("built demo model in %.0fs, final loss %.3f", meta["build_seconds"], losses[-1])
+    return out_dir
+
+
+def ensure_demo_model(
+    recipe: DemoRecipe = DEMO_RECIPE, root: Path | None = None, progress: bool = True
+) -> Path:
+    """The demo model's directory, built first if it is not in the cache yet.
+
+    Builds go to a temporary directory renamed into place, under a file lock, so two processes starting at
+    once build it once and nobody ever loads a half-written model.
+    """
+    root = root or cache_dir() / "models"
+    target = root / f"demo-{recipe.digest()}"
+    if (target / "config.json").is_file():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f".demo-{recipe.digest()}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / "config.json").is_file():
+            return target
+        for stale in root.glob(".demo-build-*"):  # left by a build that was interrupted
+            shutil.rmtree(stale, ignore_errors=True)
+        if progress:
+            print(f"Building the demo model in {target} (first use only, a few minutes)...", file=sys.stderr)
+        tmp = Path(tempfile.mkdtemp(prefix=".demo-build-", dir=root))
+        try:
+            build_demo_model(tmp / "model", recipe, progress=progress)
+            os.replace(tmp / "model", target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target

@@ -1,0 +1,79 @@
+"""A test harness shipped with the bot: a scripted generator, an in-memory outbox, an engine wired like the
+real one. The test suite, the load test and anyone adding a platform use the same pieces, as errbot's
+`TestBackend` lets a plugin's test be one line:
+
+    engine = make_engine(store, ScriptedGenerator(), config)
+    out = Outbox()
+    await engine.handle(IncomingMessage(platform="console", channel_key="console:t", author_id="me",
+                                        text="hello"), out)
+    assert out.sent == ["echo: hello (1 turns seen)"]
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from bot.config import Config
+from bot.core.engine import ChatEngine
+from bot.core.generator import ModelInfo, ProjectionCounts
+from bot.generation.prompt import prompt_turns
+from storage.types import HistoryStore
+
+ECHO_TEMPLATE = "echo: {last} ({count} turns seen)"
+
+
+class ScriptedGenerator:
+    """Stands in for the model: answers queued `replies` first, else an echo of the last turn.
+
+    It records every prompt it got (`calls`), can wait `delay` seconds like a slow model, and can fail like
+    one (`fail_with`). The echo (`template`, with `{last}` and `{count}`) shows which turns the prompt held.
+    """
+
+    def __init__(self, delay: float = 0.0, template: str = ECHO_TEMPLATE, name: str = "fake") -> None:
+        self.info = ModelInfo(
+            name=name,
+            source=name,
+            quantization="int8",
+            backend=name,
+            parameters=0,
+            context=1024,
+            projections=ProjectionCounts(int8=4, total=4),
+        )
+        self.delay = delay
+        self.template = template
+        self.calls: list[list[str]] = []
+        self.replies: list[str] = []
+        """Replies to give instead of the echo, first in first out."""
+        self.fail_with: Exception | None = None
+
+    async def generate(self, turns: Sequence[str]) -> str:
+        self.calls.append(list(turns))
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.fail_with is not None:
+            raise self.fail_with
+        if self.replies:
+            return self.replies.pop(0)
+        return self.template.format(last=turns[-1], count=len(turns))
+
+    async def close(self) -> None:
+        pass
+
+
+class Outbox:
+    """A fake adapter's `send`: records what the engine would have sent; `fail = True` refuses sends."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.fail = False
+
+    async def __call__(self, text: str) -> None:
+        if self.fail:
+            raise ConnectionError("platform refused the message")
+        self.sent.append(text)
+
+
+def make_engine(store: HistoryStore, generator: ScriptedGenerator | object, config: Config) -> ChatEngine:
+    """An engine wired as `dialobot run` wires it (DialoGPT's turn rule), around the given parts."""
+    return ChatEngine(store, generator, config, turn_rule=prompt_turns)  # type: ignore[arg-type]

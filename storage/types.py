@@ -1,0 +1,84 @@
+"""The storage interface the rest of the bot sees: turn and audit types and the `HistoryStore` protocol.
+
+It imports no database driver, so the core can depend on it; `storage.history_store` implements it with
+SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+
+class Role(StrEnum):
+    USER = "user"
+    BOT = "bot"
+
+
+@dataclass(frozen=True, slots=True)
+class NewTurn:
+    role: Role
+    author_id: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTurn:
+    role: Role
+    author_id: str
+    text: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """Who did what to which data; stored with the deletion it describes, in the same transaction."""
+
+    actor: str
+    action: str
+    target: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    detail: str
+
+
+class HistoryStore(Protocol):
+    """What the engine needs from persistence, and nothing more."""
+
+    async def recent_turns(self, channel_key: str, limit: int) -> list[StoredTurn]:
+        """The channel's last `limit` turns, oldest first."""
+
+    async def append_turns(self, channel_key: str, turns: Sequence[NewTurn]) -> None:
+        """Store `turns` in one transaction: all of them or none."""
+
+    async def reset_channel(self, channel_key: str, audit: AuditRecord | None = None) -> int:
+        """Delete the channel's history (and record `audit`); return how many turns were deleted."""
+
+    async def delete_user_turns(self, platform: str, author_id: str, audit: AuditRecord | None = None) -> int:
+        """Delete a user's turns in every `platform` conversation, and the bot's replies to them."""
+
+    async def delete_turns_before(self, cutoff: datetime, audit: AuditRecord | None = None) -> int:
+        """Delete every turn stored before `cutoff`; `audit` is recorded only if something was deleted."""
+
+    async def audit_entries(self, limit: int = 100) -> list[AuditEntry]:
+        """The latest audit log entries, newest first."""
+
+    async def count_turns(self, channel_key: str) -> int: ...
+
+    async def total_turns(self) -> int:
+        """Stored turns in every channel (the operator's `dialobot_history_rows` metric)."""
+
+    async def claim_event(self, event_key: str) -> bool:
+        """Record a platform event id; False if it was already recorded (a re-delivery)."""
+
+    async def close(self) -> None: ...

@@ -1,0 +1,179 @@
+"""The command table: parsing, `forget me` and its confirmation, admin-only `reset`/`purge`, audit rows.
+
+The rule under test: a non-admin cannot reset, purge or read another user's history by any command.
+"""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from bot.core.commands import COMMANDS, parse_command, parse_invocation
+from bot.core.message import IncomingMessage
+from bot.testing import Outbox
+
+
+def msg(text, channel="discord:1:10", author="alice", admin=False, platform="discord", mentions=()):
+    return IncomingMessage(
+        platform=platform,
+        channel_key=channel,
+        author_id=author,
+        text=text,
+        is_admin=admin,
+        mentioned_users=mentions,
+    )
+
+
+async def chat(engine, text, **kwargs) -> str:
+    out = Outbox()
+    await engine.handle(msg(text, **kwargs), out)
+    return out.sent[-1]
+
+
+async def seed(engine):
+    """Alice and Bob talk in two channels; Bob also in a third; Carol on Slack with Alice's id."""
+    await chat(engine, "alice secret one", channel="discord:1:10", author="alice")
+    await chat(engine, "bob private words", channel="discord:1:10", author="bob")
+    await chat(engine, "alice secret two", channel="discord:1:20", author="alice")
+    await chat(engine, "bob elsewhere", channel="discord:2:30", author="bob")
+    await chat(engine, "slack alice", channel="slack:T:C", author="alice", platform="slack")
+
+
+async def texts(store, key):
+    return [t.text for t in await store.recent_turns(key, 100)]
+
+
+async def exchanges_not_by(store, key, author):
+    """The channel's stored exchanges (question, answer) whose question is not `author`'s."""
+    turns = await store.recent_turns(key, 1000)
+    pairs = list(zip(turns[::2], turns[1::2], strict=True))
+    return [(q.author_id, q.text, a.text) for q, a in pairs if q.author_id != author]
+
+
+# ---- the command parser ----
+
+
+@pytest.mark.parametrize(
+    ("text", "name", "args"),
+    [
+        ("forget me", "forget me", ()),
+        ("/Forget  ME", "forget me", ()),
+        ("!forget me confirm", "forget me", ("confirm",)),
+        ("forget me CONFIRM", "forget me", ("CONFIRM",)),
+        ("purge U123", "purge", ("U123",)),
+        ("purge", "purge", ()),
+        ("reset", "reset", ()),
+    ],
+)
+def test_commands_with_words_after_them(text, name, args):
+    command, found = parse_invocation(text)
+    assert (command.name, found) == (name, args)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "forget me not",
+        "forget me, please",
+        "forget it",
+        "purge the old stuff please",
+        "reset everything now",
+        "",
+    ],
+)
+def test_sentences_starting_with_command_words_are_chat(text):
+    assert parse_invocation(text) is None and parse_command(text) is None
+
+
+# ---- forget me ----
+
+
+async def test_forget_me_asks_first_then_deletes_only_the_users_turns_on_that_platform(engine, store):
+    await seed(engine)
+    ask = await chat(engine, "forget me", author="alice")
+    assert "forget me confirm" in ask
+    assert await store.count_turns("discord:1:10") == 4  # nothing deleted yet
+    done = await chat(engine, "forget me confirm", channel="discord:2:30", author="alice")
+    assert "deleted 4 stored messages" in done
+    assert await texts(store, "discord:1:10") == [
+        "bob private words",
+        "echo: bob private words (3 turns seen)",
+    ]
+    assert await texts(store, "discord:1:20") == []
+    assert await texts(store, "discord:2:30") == ["bob elsewhere", "echo: bob elsewhere (1 turns seen)"]
+    assert len(await texts(store, "slack:T:C")) == 2  # the same id on another platform is someone else
+    [entry] = await store.audit_entries()
+    assert (entry.actor, entry.action, entry.target) == ("discord:alice", "forget me", "discord:alice")
+    assert "4 turns deleted" in entry.detail
+
+
+async def test_forget_me_confirm_without_asking_first_deletes_nothing(engine, store):
+    await seed(engine)
+    answer = await chat(engine, "forget me confirm", author="alice")
+    assert "Send `forget me` first" in answer
+    assert await store.count_turns("discord:1:10") == 4
+    assert await store.audit_entries() == []
+
+
+async def test_one_users_confirmation_does_not_confirm_for_another(engine, store):
+    await seed(engine)
+    await chat(engine, "forget me", author="alice")
+    answer = await chat(engine, "forget me confirm", author="bob")
+    assert "Send `forget me` first" in answer
+    assert await store.count_turns("discord:2:30") == 2
+
+
+async def test_the_confirmation_expires(engine, store, monkeypatch):
+    await seed(engine)
+    await chat(engine, "forget me", author="alice")
+    engine.confirmations._asked[("forget me", "discord", "alice")] -= 301
+    assert "Send `forget me` first" in await chat(engine, "forget me confirm", author="alice")
+    assert await store.count_turns("discord:1:20") == 2
+
+
+# ---- admin commands and the audit log ----
+
+
+async def test_purge_by_an_admin_deletes_that_users_turns_everywhere_and_is_audited(engine, store):
+    await seed(engine)
+    # The adapter lists who a message mentions; the core never parses a platform's mention syntax.
+    answer = await chat(
+        engine, "purge <@!bob>", author="mod", admin=True, channel="discord:1:20", mentions=("bob",)
+    )
+    assert "Purged discord:bob: 4 stored messages deleted" in answer
+    assert await texts(store, "discord:1:10") == ["alice secret one", "echo: alice secret one (1 turns seen)"]
+    assert await store.count_turns("discord:2:30") == 0
+    [entry] = await store.audit_entries()
+    assert (entry.actor, entry.action, entry.target) == ("discord:mod", "purge", "discord:bob")
+    assert entry.at.replace(tzinfo=UTC) > datetime.now(UTC) - timedelta(minutes=1)
+
+
+async def test_reset_is_audited_with_who_when_and_what(engine, store):
+    await seed(engine)
+    await chat(engine, "reset", author="mod", admin=True)
+    [entry] = await store.audit_entries()
+    assert (entry.actor, entry.action, entry.target) == ("discord:mod", "reset", "discord:1:10")
+    assert entry.detail == "4 turns deleted"
+
+
+async def test_purge_without_a_user_shows_its_usage(engine, store):
+    await seed(engine)
+    assert "Usage: `purge <user id>`" in await chat(engine, "purge", author="mod", admin=True)
+    assert await store.audit_entries() == []
+
+
+@pytest.mark.parametrize("command", [c for c in COMMANDS])
+@pytest.mark.parametrize("args", ["", " bob", " <@bob>", " confirm", " discord:1:10"])
+async def test_no_command_lets_a_non_admin_delete_or_read_another_users_history(engine, store, command, args):
+    await seed(engine)
+    keys = ("discord:1:10", "discord:1:20", "discord:2:30")
+    before = {key: await exchanges_not_by(store, key, "eve") for key in keys}
+    eve = Outbox()
+    for prefix in ("", "/", "!"):
+        await engine.handle(msg(f"{prefix}{command.name}{args}", author="eve"), eve)
+        await engine.handle(msg(f"{prefix}{command.name}{args}", author="eve", channel="discord:2:30"), eve)
+    # Every reply eve got is free of what others said (a command's reply or the echo of her own words).
+    others = ["alice secret", "bob private", "bob elsewhere"]
+    assert not [reply for reply in eve.sent if any(word in reply for word in others)]
+    assert {key: await exchanges_not_by(store, key, "eve") for key in keys} == before
+    audit = await store.audit_entries()
+    assert all(entry.actor == "discord:eve" and entry.target == "discord:eve" for entry in audit)

@@ -1,0 +1,118 @@
+"""Secrets never reach the logs: the adapters start and answer at DEBUG level with tokens in the environment,
+against the fake Discord and Slack servers, and the log output (through dialobot's own handler, as the CLI
+sets it up, in both formats) never contains a token. The same run checks that both adapters report ready."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import pytest
+
+from adapters import discord as discord_adapter
+from adapters import slack as slack_adapter
+from bot.config import parse_config
+from bot.ops.logs import REDACTED, SecretRedactor, secret_values, setup_logging
+from bot.ops.readiness import readiness
+from bot.testing import make_engine
+from tests.adapters.fake_discord import FakeDiscord, point_discord_py_at
+from tests.adapters.fake_slack import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, FakeSlack, event_callback, mention
+
+DISCORD_TOKEN = "fake-discord-token-0123456789"
+DB_PASSWORD = "s3cret-db-passw0rd"
+
+
+@pytest.fixture
+def restore_logging():
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture
+def secrets_env(monkeypatch):
+    monkeypatch.setenv("DISCORD_BOT_TOKEN", DISCORD_TOKEN)
+    monkeypatch.setenv("SLACK_BOT_TOKEN", BOT_TOKEN)
+    monkeypatch.setenv("SLACK_APP_TOKEN", APP_TOKEN)
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", SIGNING_SECRET)
+    monkeypatch.setenv("DIALOBOT_DATABASE_URL", f"postgresql+asyncpg://bot:{DB_PASSWORD}@db/dialobot")
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+async def test_adapters_start_and_answer_at_debug_without_logging_a_secret(
+    log_format, secrets_env, restore_logging, store, fake_generator, monkeypatch, capsys
+):
+    fake_discord = FakeDiscord(token=DISCORD_TOKEN)
+    await fake_discord.start()
+    point_discord_py_at(fake_discord, monkeypatch)
+    fake_slack = FakeSlack()
+    await fake_slack.start()
+    config = parse_config(
+        {
+            "discord": {"enabled": True},
+            "slack": {"enabled": True, "api_url": fake_slack.api_url},
+            "storage": {"url_env": "DIALOBOT_DATABASE_URL"},
+            "logging": {"format": log_format},
+        }
+    )
+    setup_logging("DEBUG", config)
+    readiness.expect(["discord", "slack"])
+    engine = make_engine(store, fake_generator, config)
+    tasks = [
+        asyncio.create_task(discord_adapter.serve(engine, config)),
+        asyncio.create_task(slack_adapter.serve(engine, config)),
+    ]
+    try:
+        for _ in range(500):  # both adapters report ready once connected to their fake platform
+            if not readiness.problems():
+                break
+            await asyncio.sleep(0.02)
+        assert readiness.problems() == []
+        await fake_slack.send_event(event_callback(mention("hello"), "Ev1"))
+        await fake_slack.wait_for("call:chat.postMessage")
+        # A careless log line anywhere in the process is caught too, arguments and tracebacks included.
+        logging.getLogger("anywhere").debug("connecting with %s", config.storage.resolve_url())
+        try:
+            raise RuntimeError(f"refused token {BOT_TOKEN}")
+        except RuntimeError:
+            logging.getLogger("anywhere").exception("oops")
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await fake_slack.close()
+        await fake_discord.close()
+
+    logged = capsys.readouterr().err
+    assert "Slack Socket Mode connected" in logged and "connected to Discord" in logged  # DEBUG run happened
+    assert logged.count(REDACTED) >= 2
+    for secret in (DISCORD_TOKEN, BOT_TOKEN, APP_TOKEN, SIGNING_SECRET, DB_PASSWORD):
+        assert secret not in logged, f"{secret} was logged"
+    if log_format == "json":
+        records = [json.loads(line) for line in logged.splitlines() if line.startswith("{")]
+        assert records and {"time", "level", "logger", "message"} <= records[0].keys()
+        assert any(
+            r["logger"] == "anywhere" and r["message"] == "connecting with ***"  # the whole URL is a secret
+            for r in records
+        )
+
+
+def test_secret_values_come_from_the_env_keys_of_every_section(secrets_env):
+    config = parse_config({"storage": {"url_env": "DIALOBOT_DATABASE_URL"}})
+    values = secret_values(config)
+    assert {DISCORD_TOKEN, BOT_TOKEN, APP_TOKEN, SIGNING_SECRET, DB_PASSWORD} <= set(values)
+
+
+def test_redactor_rewrites_message_and_arguments():
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "token=%s and %d", ("abcd1234", 5), None)
+    SecretRedactor(["abcd1234"]).filter(record)
+    assert record.getMessage() == "token=*** and 5"
+
+
+def test_a_database_url_without_a_password_stays_readable_in_logs(monkeypatch):
+    monkeypatch.setenv("DIALOBOT_DATABASE_URL", "sqlite+aiosqlite:////data/dialobot.db")
+    config = parse_config({"storage": {"url_env": "DIALOBOT_DATABASE_URL"}})
+    assert not any("dialobot.db" in value for value in secret_values(config))

@@ -1,0 +1,92 @@
+"""The retention limit: old turns deleted and audited, on a schedule while the bot serves."""
+
+import asyncio
+import signal
+from datetime import UTC, datetime, timedelta
+
+from bot.config import parse_config
+from bot.core.message import IncomingMessage
+from bot.ops.retention import purge_expired
+from bot.ops.shutdown import StopSignals, serve_until_stopped
+from bot.testing import Outbox, make_engine
+from bot.testing import ScriptedGenerator as FakeGenerator
+
+
+def msg(text, channel="discord:1:10", author="alice", admin=False, platform="discord", mentions=()):
+    return IncomingMessage(
+        platform=platform,
+        channel_key=channel,
+        author_id=author,
+        text=text,
+        is_admin=admin,
+        mentioned_users=mentions,
+    )
+
+
+async def chat(engine, text, **kwargs) -> str:
+    out = Outbox()
+    await engine.handle(msg(text, **kwargs), out)
+    return out.sent[-1]
+
+
+async def seed(engine):
+    """Alice and Bob talk in two channels; Bob also in a third; Carol on Slack with Alice's id."""
+    await chat(engine, "alice secret one", channel="discord:1:10", author="alice")
+    await chat(engine, "bob private words", channel="discord:1:10", author="bob")
+    await chat(engine, "alice secret two", channel="discord:1:20", author="alice")
+    await chat(engine, "bob elsewhere", channel="discord:2:30", author="bob")
+    await chat(engine, "slack alice", channel="slack:T:C", author="alice", platform="slack")
+
+
+async def texts(store, key):
+    return [t.text for t in await store.recent_turns(key, 100)]
+
+
+async def exchanges_not_by(store, key, author):
+    """The channel's stored exchanges (question, answer) whose question is not `author`'s."""
+    turns = await store.recent_turns(key, 1000)
+    pairs = list(zip(turns[::2], turns[1::2], strict=True))
+    return [(q.author_id, q.text, a.text) for q, a in pairs if q.author_id != author]
+
+
+# ---- retention ----
+
+
+async def test_retention_deletes_only_old_turns_and_is_audited(engine, store):
+    await seed(engine)
+    settings = parse_config({"access": {"retention_days": 1}}).access
+    assert await purge_expired(store, settings) == 0
+    assert await store.audit_entries() == []  # a run that deletes nothing leaves no row
+    later = datetime.now(UTC) + timedelta(days=1, minutes=1)
+    assert await purge_expired(store, settings, now=later) == 10
+    assert await store.count_turns("discord:1:10") == 0
+    [entry] = await store.audit_entries()
+    assert (entry.actor, entry.action) == ("system:retention", "retention")
+
+
+async def test_retention_off_deletes_nothing(engine, store):
+    await seed(engine)
+    off = parse_config({}).access
+    assert await purge_expired(store, off, now=datetime.now(UTC) + timedelta(days=3650)) == 0
+    assert await store.count_turns("discord:1:10") == 4
+
+
+async def test_the_bot_applies_retention_on_a_schedule_while_it_serves(store):
+    config = parse_config({"access": {"retention_days": 0.2 / 86400, "retention_check_minutes": 0.1 / 60}})
+    engine = make_engine(store, FakeGenerator(), config)
+    await chat(engine, "soon forgotten")
+
+    async def adapter():  # serves until the schedule has emptied the conversation
+        async with asyncio.timeout(5):
+            while await store.count_turns("discord:1:10"):  # noqa: ASYNC110 - polling the real store
+                await asyncio.sleep(0.05)
+
+    signals = StopSignals()
+    loop = asyncio.get_running_loop()
+    try:
+        await serve_until_stopped(engine, adapter(), signals)
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+        loop.remove_signal_handler(signal.SIGINT)
+    [entry] = await store.audit_entries()
+    assert entry.actor == "system:retention" and entry.detail == "2 turns deleted"
