@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.core.commands import COMMANDS, parse_command, parse_invocation
+from bot.core.commands import COMMANDS, PendingConfirmations, parse_command, parse_invocation
 from bot.core.message import IncomingMessage
 from bot.testing import Outbox
 
@@ -177,3 +177,16 @@ async def test_no_command_lets_a_non_admin_delete_or_read_another_users_history(
     assert {key: await exchanges_not_by(store, key, "eve") for key in keys} == before
     audit = await store.audit_entries()
     assert all(entry.actor == "discord:eve" and entry.target == "discord:eve" for entry in audit)
+
+
+def test_pending_confirmations_are_per_command_platform_and_user_and_expire():
+    now = [0.0]
+    pending = PendingConfirmations(ttl=300, clock=lambda: now[0])
+    pending.ask("forget me", "discord", "alice")
+    assert not pending.confirm("forget me", "slack", "alice")
+    assert not pending.confirm("forget me", "discord", "bob")
+    assert pending.confirm("forget me", "discord", "alice")
+    assert not pending.confirm("forget me", "discord", "alice")  # used up
+    pending.ask("forget me", "discord", "alice")
+    now[0] = 301
+    assert not pending.confirm("forget me", "discord", "alice") and len(pending) == 0

@@ -7,13 +7,10 @@ keep being served.
 
 import asyncio
 import logging
-import os
-import signal
 
 from bot.config import parse_config
 from bot.core.engine import GENERATION_FAILED, GENERATION_TIMED_OUT, SHUTTING_DOWN, STORE_FAILED
 from bot.core.message import IncomingMessage, ReplyKind
-from bot.ops.shutdown import StopSignals, serve_until_stopped
 from bot.testing import Outbox, make_engine
 from bot.testing import ScriptedGenerator as FakeGenerator
 
@@ -162,34 +159,6 @@ async def test_drain_cancels_what_misses_the_deadline_and_writes_nothing_half(st
     assert (result.finished, result.cancelled) == (1, 1)
     assert quick.done() and stuck.cancelled()
     assert await store.count_turns("c:q") == 2 and await store.count_turns("c:h") == 0
-
-
-async def test_sigterm_drains_then_stops_the_adapters(store):
-    engine = make_engine(store, FakeGenerator(delay=0.3), parse_config({"shutdown": {"deadline_seconds": 5}}))
-    out = Outbox()
-    adapter_stopped = asyncio.Event()
-
-    async def adapter():
-        try:
-            task = asyncio.create_task(engine.handle(msg("in flight"), out))
-            await asyncio.sleep(0.05)
-            os.kill(os.getpid(), signal.SIGTERM)
-            await task
-            await asyncio.sleep(3600)
-        finally:
-            adapter_stopped.set()
-
-    loop = asyncio.get_running_loop()
-    signals = StopSignals()
-    try:
-        await asyncio.wait_for(serve_until_stopped(engine, adapter(), signals), timeout=5)
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-    assert signals.received is signal.SIGTERM
-    assert adapter_stopped.is_set()
-    assert out.sent == ["echo: in flight (1 turns seen)"]
-    assert await store.count_turns("console:a") == 2
 
 
 async def test_drain_waits_for_the_answer_not_for_an_adapter_task_that_lives_on(store):
