@@ -10,6 +10,8 @@ import asyncio
 import contextlib
 import signal
 import threading
+from collections.abc import Coroutine
+from typing import Any
 
 from adapters import serve_all
 from bot.config import Config
@@ -21,7 +23,12 @@ from bot.generation.scheduler import build_generator
 from bot.ops.health_server import start_operations
 from bot.ops.retention import run_retention
 from bot.ops.shutdown import StopSignals, serve_until_stopped
-from storage import open_store
+from storage import HistoryStore, open_store
+
+
+def background_jobs(store: HistoryStore, config: Config) -> list[Coroutine[Any, Any, None]]:
+    """What runs beside the adapters while the bot serves: the retention schedule, when one is set."""
+    return [run_retention(store, config.access)] if config.access.retention_days else []
 
 
 async def serve(config: Config, adapters: list[str]) -> None:
@@ -39,8 +46,9 @@ async def serve(config: Config, adapters: list[str]) -> None:
         generator = build_generator(await in_daemon_thread(load_backend, config), config)
         operations.model_loaded()
         engine = ChatEngine(store, generator, config, turn_rule=prompt_turns)
-        background = [run_retention(store, config.access)] if config.access.retention_days else []
-        await serve_until_stopped(engine, serve_all(engine, config, adapters), signals, background)
+        await serve_until_stopped(
+            engine, serve_all(engine, config, adapters), signals, background_jobs(store, config)
+        )
     except asyncio.CancelledError:
         if signals.received is None:
             raise

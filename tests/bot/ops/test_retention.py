@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from bot.config import parse_config
 from bot.core.message import IncomingMessage
+from bot.ops.app import background_jobs
 from bot.ops.retention import purge_expired
 from bot.ops.shutdown import StopSignals, serve_until_stopped
 from bot.testing import Outbox, make_engine
@@ -84,9 +85,13 @@ async def test_the_bot_applies_retention_on_a_schedule_while_it_serves(store):
     signals = StopSignals()
     loop = asyncio.get_running_loop()
     try:
-        await serve_until_stopped(engine, adapter(), signals)
+        await serve_until_stopped(engine, adapter(), signals, background_jobs(store, config))
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
         loop.remove_signal_handler(signal.SIGINT)
     [entry] = await store.audit_entries()
     assert entry.actor == "system:retention" and entry.detail == "2 turns deleted"
+
+
+def test_no_retention_schedule_runs_when_retention_is_off(store):
+    assert background_jobs(store, parse_config({})) == []
