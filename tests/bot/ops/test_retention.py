@@ -11,6 +11,7 @@ from bot.ops.retention import purge_expired
 from bot.ops.shutdown import StopSignals, serve_until_stopped
 from bot.testing import Outbox, make_engine
 from bot.testing import ScriptedGenerator as FakeGenerator
+from tests.waiting import eventually
 
 
 def msg(text, channel="discord:1:10", author="alice", admin=False, platform="discord", mentions=()):
@@ -77,10 +78,11 @@ async def test_the_bot_applies_retention_on_a_schedule_while_it_serves(store):
     engine = make_engine(store, FakeGenerator(), config)
     await chat(engine, "soon forgotten")
 
+    async def emptied() -> bool:
+        return await store.count_turns("discord:1:10") == 0
+
     async def adapter():  # serves until the schedule has emptied the conversation
-        async with asyncio.timeout(5):
-            while await store.count_turns("discord:1:10"):  # noqa: ASYNC110 - polling the real store
-                await asyncio.sleep(0.05)
+        await eventually(emptied, what="retention emptied the conversation")
 
     signals = StopSignals()
     loop = asyncio.get_running_loop()
