@@ -19,6 +19,7 @@ from bot.errors import ConfigError, DialobotError
 from bot.testing import make_engine
 from storage import NewTurn, Role
 from tests.adapters.fake_discord import ADMINISTRATOR, MANAGE_GUILD, FakeDiscord, Request, point_discord_py_at
+from tests.waiting import eventually
 
 MESSAGE_CONTENT_INTENT = 1 << 15
 CHANNEL_MESSAGE_WITH_SOURCE, DEFERRED_CHANNEL_MESSAGE_WITH_SOURCE = 4, 5  # interaction response types
@@ -72,11 +73,13 @@ class World:
 
 async def stored(store, key: str, count: int) -> list:
     """The turns stored under `key` once there are `count` of them (the exchange is stored after sending)."""
-    async with asyncio.timeout(5):
-        # Polling the real store: the engine stores an exchange after sending it, with no event to wait on.
-        while len(turns := await store.recent_turns(key, 100)) < count:  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
-    return turns
+
+    # Polling the real store: the engine stores an exchange after sending it, with no event to wait on.
+    async def enough() -> list | None:
+        turns = await store.recent_turns(key, 100)
+        return turns if len(turns) >= count else None
+
+    return await eventually(enough, what=f"{count} turns stored under {key}")
 
 
 @pytest.fixture
@@ -200,8 +203,12 @@ async def test_ignores_other_bots_and_its_own_messages(world, bot, fake_generato
     await world.say(world.chat, "beep from a bot", author=world.other_bot)
     await world.say(world.chat, f"{world.mention} talking to myself", author=world.fake.bot_user)
     await world.say(world.chat, "a human")
-    [reply] = await world.replies(world.chat)
-    await asyncio.sleep(0.2)  # give any wrongly accepted message time to be answered
+    # A channel's messages are answered in arrival order: one wrongly accepted would be answered before this.
+    path = f"/channels/{world.chat['id']}/messages"
+    await world.fake.wait_for(
+        lambda r: r.path == path and r.body["content"] == "echo: a human (1 turns seen)"
+    )
+    [reply] = world.fake.sent(world.chat)
     assert reply["content"] == "echo: a human (1 turns seen)"
     assert fake_generator.calls == [["a human"]]
     assert len(world.fake.sent(world.chat)) == 1
@@ -299,7 +306,7 @@ async def test_slash_command_in_a_busy_channel_is_deferred_then_followed_up(
     bot.defer_after = 0.05
     fake_generator.delay = 0.5  # the channel's conversation is busy generating; commands wait their turn
     await world.say(world.general, f"{world.mention} think hard")
-    await asyncio.sleep(0.1)
+    await eventually(lambda: fake_generator.calls, what="the answer is generating")
     callback, answer = await world.slash("reset", world.general, world.mod, permissions=MANAGE_GUILD)
     assert callback.body["type"] == DEFERRED_CHANNEL_MESSAGE_WITH_SOURCE  # "dialobot is thinking..."
     assert answer == "History cleared (2 turns deleted). Let's start over."

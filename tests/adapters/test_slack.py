@@ -38,6 +38,7 @@ from tests.adapters.fake_slack import (
     event_callback,
     mention,
 )
+from tests.waiting import eventually
 
 CHANNEL_KEY = f"slack:{TEAM_ID}:C1CHAN"
 DM_KEY = f"slack:{TEAM_ID}:D1DM"
@@ -403,11 +404,13 @@ async def test_serve_in_http_mode_listens_on_the_configured_port(fake, engine, s
     config = slack_config(fake, mode="http", http_host="127.0.0.1", http_port=port)
     task = asyncio.create_task(slack.serve(engine, config))
     url = f"http://127.0.0.1:{port}{slack.EVENTS_PATH}"
-    for _ in range(100):  # until the server is listening
-        with contextlib.suppress(OSError):
-            status, _ = await fake.deliver(url, event_callback(mention("via http serve"), "Ev1"))
-            break
-        await asyncio.sleep(0.02)
+
+    async def delivered() -> tuple[int, str] | None:
+        with contextlib.suppress(OSError):  # refused until the server is listening
+            return await fake.deliver(url, event_callback(mention("via http serve"), "Ev1"))
+        return None
+
+    status, _ = await eventually(delivered, what="the Events API endpoint is listening")
     await fake.wait_for("call:chat.postMessage")
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
