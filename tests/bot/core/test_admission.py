@@ -10,6 +10,7 @@ from bot.core.message import IncomingMessage, ReplyKind
 from bot.errors import ConfigError
 from bot.testing import Outbox, make_engine
 from bot.testing import ScriptedGenerator as FakeGenerator
+from tests.waiting import eventually
 
 
 def msg(text, channel="console:a", author="u1"):
@@ -25,7 +26,7 @@ async def test_beyond_the_global_bound_users_are_told_busy_at_once(store):
     engine = engine_with(store, generator, max_pending=4, max_pending_per_channel=4)
     outs = [Outbox() for _ in range(10)]
     tasks = [asyncio.create_task(engine.handle(msg(f"m{i}", channel=f"c:{i}"), outs[i])) for i in range(10)]
-    await asyncio.sleep(0.05)
+    await eventually(lambda: sum(bool(out.sent) for out in outs) >= 6, what="six answered")
     # The six beyond the bound were answered before any generation finished.
     busy = [out.sent for out in outs if out.sent]
     assert busy == [[BUSY]] * 6
@@ -48,9 +49,10 @@ async def test_one_flooded_channel_does_not_starve_the_others(store):
 
 
 async def test_commands_are_not_counted_or_refused_as_busy(store):
-    engine = engine_with(store, FakeGenerator(delay=0.2), max_pending=1, max_pending_per_channel=1)
+    generator = FakeGenerator(delay=0.2)
+    engine = engine_with(store, generator, max_pending=1, max_pending_per_channel=1)
     chat = asyncio.create_task(engine.handle(msg("long one", channel="c:1"), Outbox()))
-    await asyncio.sleep(0.01)
+    await eventually(lambda: generator.calls, what="the chat message is generating")
     out = Outbox()
     reply = await engine.handle(msg("help", channel="c:2"), out)
     assert reply.kind is ReplyKind.COMMAND

@@ -13,6 +13,7 @@ from bot.core.engine import GENERATION_FAILED, GENERATION_TIMED_OUT, SHUTTING_DO
 from bot.core.message import IncomingMessage, ReplyKind
 from bot.testing import Outbox, make_engine
 from bot.testing import ScriptedGenerator as FakeGenerator
+from tests.waiting import eventually
 
 
 def msg(text, channel="console:a", author="u1", admin=False):
@@ -24,8 +25,10 @@ class ChannelFaultGenerator(FakeGenerator):
 
     async def generate(self, turns):
         if turns[-1].endswith("boom please"):
+            self.calls.append(list(turns))
             raise RuntimeError("CUDA is not even here")
         if turns[-1].endswith("hang please"):
+            self.calls.append(list(turns))
             await asyncio.sleep(3600)
         return await super().generate(turns)
 
@@ -132,12 +135,13 @@ async def test_a_failed_send_keeps_nothing_and_other_channels_carry_on(engine, s
 
 
 async def test_drain_finishes_answers_in_progress_and_refuses_new_ones(store):
-    engine = make_engine(store, FakeGenerator(delay=0.2), parse_config({}))
+    generator = FakeGenerator(delay=0.2)
+    engine = make_engine(store, generator, parse_config({}))
     outs = [Outbox() for _ in range(5)]
     tasks = [asyncio.create_task(engine.handle(msg(f"m{i}", channel=f"c:{i}"), outs[i])) for i in range(5)]
-    await asyncio.sleep(0.02)
+    await eventually(lambda: len(generator.calls) == 5, what="five answers generating")
     drained = asyncio.create_task(engine.drain(deadline=5))
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one turn of the loop, not a wait: the drain starts and stops taking messages
     late = Outbox()
     assert (await engine.handle(msg("too late", channel="c:late"), late)).kind is ReplyKind.NOTICE
     assert late.sent == [SHUTTING_DOWN]
@@ -154,7 +158,7 @@ async def test_drain_cancels_what_misses_the_deadline_and_writes_nothing_half(st
     engine = make_engine(store, generator, parse_config({"generation": {"timeout_seconds": 0}}))
     quick = asyncio.create_task(engine.handle(msg("quick", channel="c:q"), Outbox()))
     stuck = asyncio.create_task(engine.handle(msg("hang please", channel="c:h"), Outbox()))
-    await asyncio.sleep(0.02)
+    await eventually(lambda: len(generator.calls) == 2, what="both answers generating")
     result = await engine.drain(deadline=0.2)
     assert (result.finished, result.cancelled) == (1, 1)
     assert quick.done() and stuck.cancelled()
@@ -163,7 +167,8 @@ async def test_drain_cancels_what_misses_the_deadline_and_writes_nothing_half(st
 
 async def test_drain_waits_for_the_answer_not_for_an_adapter_task_that_lives_on(store):
     """The console handles messages inline in its one long-lived task: the drain must end with the answer."""
-    engine = make_engine(store, FakeGenerator(delay=0.1), parse_config({}))
+    generator = FakeGenerator(delay=0.1)
+    engine = make_engine(store, generator, parse_config({}))
     out = Outbox()
 
     async def console_like():
@@ -171,7 +176,7 @@ async def test_drain_waits_for_the_answer_not_for_an_adapter_task_that_lives_on(
         await asyncio.sleep(3600)  # waiting for the next line
 
     adapter = asyncio.create_task(console_like())
-    await asyncio.sleep(0.02)
+    await eventually(lambda: generator.calls, what="the answer is generating")
     loop = asyncio.get_running_loop()
     started = loop.time()
     result = await engine.drain(deadline=10)

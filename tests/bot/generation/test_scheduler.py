@@ -10,6 +10,7 @@ from bot.core.metrics import REGISTRY
 from bot.generation.backends.torch import TorchGenerator
 from bot.generation.scheduler import BatchingGenerator, build_generator
 from bot.models.loader import load_model
+from tests.waiting import eventually
 
 
 def batch_size_count() -> float:
@@ -100,10 +101,7 @@ async def test_batches_are_capped_and_a_request_arriving_during_a_batch_is_serve
     )
     try:
         first = asyncio.gather(*(generator.generate(t) for t in CONVERSATIONS[:3]))
-        for _ in range(1000):  # wait until the first batch is generating
-            if generator.stats.batches:
-                break
-            await asyncio.sleep(0.005)
+        await eventually(lambda: generator.stats.batches, what="the first batch is generating")
         late = await generator.generate(CONVERSATIONS[3])
         replies = await first
     finally:
@@ -121,7 +119,8 @@ async def test_a_cancelled_request_does_not_break_the_others(fp32):
     try:
         doomed = asyncio.create_task(generator.generate(["Hello"]))
         kept = asyncio.create_task(generator.generate(["Tell me a joke"]))
-        await asyncio.sleep(0.01)
+        # Both requests reached the scheduler: waiting for the batch window, or already in the batch.
+        await eventually(lambda: generator.queue_depth == 2 or generator.stats.batches, what="both queued")
         doomed.cancel()
         assert await kept
     finally:
@@ -148,7 +147,7 @@ async def test_close_releases_waiting_callers(fp32):
         TorchGenerator(fp32, GREEDY), BatchingConfig(max_batch_size=8, window_ms=1000)
     )
     waiting = asyncio.create_task(generator.generate(["Hello"]))
-    await asyncio.sleep(0.01)
+    await eventually(lambda: generator.queue_depth == 1 or generator.stats.batches, what="request queued")
     await generator.close()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(waiting, 1)

@@ -23,6 +23,7 @@ from bot.ops.admin_cli import healthcheck
 from bot.ops.health_server import start_operations
 from bot.ops.readiness import readiness
 from bot.testing import Outbox, make_engine
+from tests.waiting import eventually
 
 
 def free_port() -> int:
@@ -56,15 +57,6 @@ async def get(http, config, path) -> tuple[int, str]:
         return response.status, await response.text()
 
 
-async def wait_until(predicate) -> None:
-    """Poll for up to 5 s: the console and the engine run on their own tasks (and a reader thread)."""
-    for _ in range(500):
-        if predicate():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not met within 5 s")
-
-
 async def test_healthz_and_metrics_follow_a_console_session(health_config, store, fake_generator, http):
     operations = await start_operations(health_config, ["console"])
     try:
@@ -82,12 +74,12 @@ async def test_healthz_and_metrics_follow_a_console_session(health_config, store
         stdin, typed, shown = os.fdopen(read_fd), os.fdopen(write_fd, "w"), io.StringIO()
         engine = make_engine(store, fake_generator, health_config)
         session = asyncio.create_task(console.serve(engine, health_config, stdin=stdin, stdout=shown))
-        await wait_until(lambda: not readiness.problems())
+        await eventually(lambda: not readiness.problems())
         assert await get(http, health_config, "/healthz") == (200, "ok\n")
 
         typed.write("hello\nhow are you?\n/status\n")
         typed.flush()
-        await wait_until(lambda: shown.getvalue().count("Bot: ") == 3)
+        await eventually(lambda: shown.getvalue().count("Bot: ") == 3)
         status, after = await get(http, health_config, "/metrics")
         assert status == 200
 

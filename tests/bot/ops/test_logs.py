@@ -18,6 +18,7 @@ from bot.ops.readiness import readiness
 from bot.testing import make_engine
 from tests.adapters.fake_discord import FakeDiscord, point_discord_py_at
 from tests.adapters.fake_slack import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, FakeSlack, event_callback, mention
+from tests.waiting import eventually
 
 DISCORD_TOKEN = "fake-discord-token-0123456789"
 DB_PASSWORD = "s3cret-db-passw0rd"
@@ -66,11 +67,8 @@ async def test_adapters_start_and_answer_at_debug_without_logging_a_secret(
         asyncio.create_task(slack_adapter.serve(engine, config)),
     ]
     try:
-        for _ in range(500):  # both adapters report ready once connected to their fake platform
-            if not readiness.problems():
-                break
-            await asyncio.sleep(0.02)
-        assert readiness.problems() == []
+        # Both adapters report ready once connected to their fake platform.
+        await eventually(lambda: readiness.problems() == [], what="both adapters ready")
         await fake_slack.send_event(event_callback(mention("hello"), "Ev1"))
         await fake_slack.wait_for("call:chat.postMessage")
         # A careless log line anywhere in the process is caught too, arguments and tracebacks included.

@@ -10,14 +10,7 @@ from bot.config import parse_config
 from bot.ops.readiness import readiness
 from bot.testing import make_engine
 from tests.adapters.fake_discord import FakeDiscord, point_discord_py_at
-
-
-async def until(predicate) -> None:
-    for _ in range(500):
-        if predicate():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not met within 10 s")
+from tests.waiting import eventually
 
 
 async def test_discord_readiness_follows_the_gateway(monkeypatch, store, fake_generator):
@@ -38,10 +31,10 @@ async def test_discord_readiness_follows_the_gateway(monkeypatch, store, fake_ge
     assert readiness.problems() == ["discord: starting"]
     task = asyncio.create_task(discord_adapter.serve(make_engine(store, fake_generator, config), config))
     try:
-        await until(lambda: readiness.problems() == [])
+        await eventually(lambda: readiness.problems() == [], what="discord ready")
         await fake.connections[0].ws.close(code=4000)  # a resumable close, as Discord does now and then
-        await until(lambda: "discord: disconnected from the gateway; reconnecting" in reasons)
-        await until(lambda: readiness.problems() == [])  # RESUMED
+        await eventually(lambda: "discord: disconnected from the gateway; reconnecting" in reasons)
+        await eventually(lambda: readiness.problems() == [])  # RESUMED
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

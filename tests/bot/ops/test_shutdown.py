@@ -9,6 +9,7 @@ from bot.core.message import IncomingMessage
 from bot.ops.shutdown import StopSignals, serve_until_stopped
 from bot.testing import Outbox, make_engine
 from bot.testing import ScriptedGenerator as FakeGenerator
+from tests.waiting import eventually
 
 
 def msg(text, channel="console:a", author="u1"):
@@ -16,14 +17,15 @@ def msg(text, channel="console:a", author="u1"):
 
 
 async def test_sigterm_drains_then_stops_the_adapters(store):
-    engine = make_engine(store, FakeGenerator(delay=0.3), parse_config({"shutdown": {"deadline_seconds": 5}}))
+    generator = FakeGenerator(delay=0.3)
+    engine = make_engine(store, generator, parse_config({"shutdown": {"deadline_seconds": 5}}))
     out = Outbox()
     adapter_stopped = asyncio.Event()
 
     async def adapter():
         try:
             task = asyncio.create_task(engine.handle(msg("in flight"), out))
-            await asyncio.sleep(0.05)
+            await eventually(lambda: generator.calls, what="the answer is generating")
             os.kill(os.getpid(), signal.SIGTERM)
             await task
             await asyncio.sleep(3600)

@@ -70,6 +70,7 @@ async def make_generator(request, tiny_model_dir, ct2_cache, monkeypatch):
         return generator
 
     make.backend = backend
+    make.server = server  # the fake OpenAI-compatible server (openai only), to see what reached it
     yield make
     for generator in made:
         await generator.close()

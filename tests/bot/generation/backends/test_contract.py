@@ -17,6 +17,7 @@ from bot.generation.backends import load_backend
 from bot.generation.local import LocalGenerator
 from bot.generation.scheduler import BatchingGenerator, build_generator
 from tests.bot.generation.backends.conftest import backend_config
+from tests.waiting import eventually
 
 CONVERSATIONS = [
     ["Hello"],
@@ -136,8 +137,9 @@ async def test_a_reply_nobody_waits_for_stops_at_the_next_token(make_generator):
     generator = make_generator(max_new_tokens=512)
     loop = asyncio.get_running_loop()
     if make_generator.backend == "openai":  # the request is simply dropped; the next one is served
+        server, asked = make_generator.server, len(make_generator.server.completions)
         task = asyncio.create_task(generator.generate(["Hello"]))
-        await asyncio.sleep(0.01)
+        await eventually(lambda: len(server.completions) > asked, what="the request reached the server")
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
