@@ -25,7 +25,7 @@ import pytest
 
 from bot.core.engine import SHUTTING_DOWN
 from storage import NewTurn, Role
-from tests.adapters.drivers import DRIVERS, Driver
+from tests.adapters.drivers import DRIVERS, STOP_SECONDS, Driver
 from tests.waiting import eventually
 
 ISSUE_13_DEDUPE = (
@@ -61,8 +61,12 @@ async def driver(request, store, monkeypatch):
         await driver.start()
         yield driver
     finally:
-        await driver.stop()
-        await driver.close()
+        try:
+            if driver.engine is not None:  # shut down as the bot does: drain (writes finish), then stop
+                await driver.engine.drain(deadline=STOP_SECONDS)
+            await driver.stop()
+        finally:
+            await driver.close()
 
 
 async def seed_history(driver: Driver, where: str | None = None) -> None:
