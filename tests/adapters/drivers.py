@@ -97,7 +97,10 @@ class Driver:
             return
         task, self._task = self._task, None
         await self.adapter.stop()
-        await asyncio.wait_for(task, STOP_SECONDS)
+        done, _ = await asyncio.wait([task], timeout=STOP_SECONDS)
+        assert done, f"the {self.name} adapter's run() did not return within {STOP_SECONDS:g} s of stop()"
+        if not task.cancelled():  # a drain that ran out of time cancels what was handling a message
+            task.result()
 
     # ---- talking ----
 
@@ -258,8 +261,9 @@ class DiscordDriver(Driver):
         self._handling: set[asyncio.Task[Any]] = set()
 
     async def close(self) -> None:
-        if self._handling:  # messages still in the adapter's first steps when it stopped
-            await asyncio.wait(self._handling, timeout=STOP_SECONDS)
+        for task in self._handling:  # messages still in the adapter's first steps when it stopped
+            task.cancel()
+        await asyncio.gather(*self._handling, return_exceptions=True)
         await self.fake.close()
 
     def _prepare(self) -> None:

@@ -14,6 +14,7 @@ others are not parametrized at all rather than skipped:
 | duplicate delivery answered once  | no message ids     | xfail   | yes   |
 | (after the answer, or during it)  |                    |         |       |
 | drain with messages in flight     | yes                | xfail   | yes   |
+| drain out of time: user is told   | xfail              | xfail   | xfail |
 
 Absence is proven by a later positive event: a second message's reply, after which the first's would have
 come. A new platform is added by writing its driver and making this suite pass.
@@ -34,6 +35,10 @@ ISSUE_13_DEDUPE = (
 ISSUE_13_DRAIN = (
     "issue 13: Discord messages still in the adapter's first steps (typing indicator) are not counted by the "
     "drain; stopping closes the HTTP session under them and they vanish"
+)
+ISSUE_13_CANCELLED = (
+    "issue 13: a drain that runs out of time cancels the answer and the user hears nothing (no notice, and "
+    "nothing to answer after the restart)"
 )
 REFUSAL = "Sorry, only admins can use `reset` here."
 
@@ -208,3 +213,17 @@ async def test_a_drain_answers_every_accepted_message_or_says_it_is_restarting(d
     assert len(answers["one"]) == 1, received
     assert len(answers["two"]) + len(answers["three"]) + received.count(SHUTTING_DOWN) == 2, received
     assert len(received) == 3, received
+
+
+@pytest.mark.parametrize("driver", platforms(xfail=dict.fromkeys(DRIVERS, ISSUE_13_CANCELLED)), indirect=True)
+async def test_a_drain_that_runs_out_of_time_still_tells_the_user(driver):
+    """The deadline passes while the answer is still generating: it is cancelled, but the user is told."""
+    driver.generator.delay = 60
+    await driver.say("take your time", "dm")
+    await eventually(lambda: driver.generator.calls, what="the answer is generating")
+
+    drained = await driver.engine.drain(deadline=0.2)
+    await driver.stop()
+
+    assert (drained.finished, drained.cancelled) == (0, 1)
+    assert len(driver.received("dm")) == 1, "the cancelled message got no word at all"
