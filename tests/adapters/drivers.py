@@ -13,6 +13,7 @@ import asyncio
 import importlib
 import itertools
 import queue
+import threading
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -159,6 +160,7 @@ class ScriptedStdin:
         self._lines: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._last: str | None = None
         self.taken: list[str] = []
+        self.reader: threading.Thread | None = None
 
     def isatty(self) -> bool:
         return False
@@ -170,6 +172,7 @@ class ScriptedStdin:
         self._lines.put("")
 
     def readline(self) -> str:
+        self.reader = threading.current_thread()
         if self._last is not None:
             self._loop.call_soon_threadsafe(self.taken.append, self._last)
         line = self._lines.get()
@@ -215,6 +218,9 @@ class ConsoleDriver(Driver):
             await self.adapter.stop()
             self.stdin.close()  # end of input: the reader thread ends
         await super().stop()
+        reader = self.stdin.reader if hasattr(self, "stdin") else None
+        # It hands one last "end of input" to the loop: let it, before the loop closes.
+        await eventually(lambda: reader is None or not reader.is_alive(), what="the console reader ended")
 
     async def say(self, text, where=None, *, addressed=True, admin=False, message_id=None) -> Delivery:
         assert (where or self.home) == "dm" and message_id is None, "the console has one conversation, no ids"
