@@ -223,13 +223,15 @@ class SlackAdapter:
             raw = event.get("text", "")
             text = clean_text(raw, bot_user_id)
             command = parse_command(text)
-            is_admin = bool(command and command.admin_only) and await self._is_admin(team, event["user"])
+            admin_scope = (
+                await self._admin_scope(team, event["user"]) if command and command.admin_only else None
+            )
             message = IncomingMessage(
                 platform="slack",
                 channel_key=channel_key,
                 author_id=event["user"],
                 text=text,
-                is_admin=is_admin,
+                admin_scope=admin_scope,
                 is_direct=_is_direct(event),
                 message_id=event.get("ts"),
                 mentioned_users=mentioned_users(raw, bot_user_id),
@@ -257,21 +259,25 @@ class SlackAdapter:
 
         return send
 
-    async def _is_admin(self, team: str, user: str) -> bool:
-        """Whether `user` may run admin commands: listed in the config, or a workspace admin or owner."""
+    async def _admin_scope(self, team: str, user: str) -> str | None:
+        """What `user` administers: all of Slack for an id in `slack.admin_user_ids`; this workspace
+        (`slack:<team>`) for its admins and owners; nothing for everyone else."""
         if user in self.slack.admin_user_ids:
-            return True
+            return "slack"
+        workspace = conversation_key("slack", team)
         cached = self._admins.get(f"{team}:{user}")
         if cached is not None and cached[1] > time.monotonic():
-            return cached[0]
+            return workspace if cached[0] else None
         try:
             info = (await self.client.users_info(user=user))["user"]
         except Exception as exc:
             logger.warning("users.info failed for %s: %s; treating them as not an admin", user, exc)
-            return False
+            return None
+        # An admin of another workspace (a shared channel's guest) administers nothing here.
         is_admin = bool(info.get("is_admin") or info.get("is_owner") or info.get("is_primary_owner"))
+        is_admin = is_admin and info.get("team_id", team) == team
         self._admins[f"{team}:{user}"] = (is_admin, time.monotonic() + ADMIN_CACHE_SECONDS)
-        return is_admin
+        return workspace if is_admin else None
 
 
 def build_app(engine: ChatEngine, config: Config, client: AsyncWebClient | None = None) -> AsyncApp:

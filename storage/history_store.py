@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, event, func, select
+from sqlalchemy import delete, event, func, or_, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -77,7 +77,12 @@ class SqlHistoryStore:
             _add_audit(session, audit, f"{deleted} turns deleted")
         return deleted
 
-    async def delete_user_turns(self, platform: str, author_id: str, audit: AuditRecord | None = None) -> int:
+    async def delete_user_turns(
+        self, platform: str, author_id: str, audit: AuditRecord | None = None, within: str | None = None
+    ) -> int:
+        scope = (within or platform).rstrip(":")
+        if scope != platform and not scope.startswith(f"{platform}:"):
+            raise ValueError(f"scope {scope!r} is not a {platform} conversation prefix")
         asked, reply = aliased(MessageRow), aliased(MessageRow)
         # The reply to a user turn is the channel's next turn, if that is the bot's: the engine holds the
         # channel's lock from reading history to storing the exchange, so a channel's exchanges are stored one
@@ -98,7 +103,7 @@ class SqlHistoryStore:
         query = select(asked.id, reply_id).where(
             asked.author_id == author_id,
             asked.role == Role.USER.value,
-            asked.channel_key.startswith(f"{platform}:", autoescape=True),
+            or_(asked.channel_key == scope, asked.channel_key.startswith(f"{scope}:", autoescape=True)),
         )
         async with self._sessions.begin() as session:
             ids = sorted({i for row in (await session.execute(query)).all() for i in row if i is not None})

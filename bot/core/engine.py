@@ -109,7 +109,7 @@ class ChatEngine:
                     return await self._chat(msg, text, send)
         command, args = invocation
         async with self._channels.hold(msg.channel_key):
-            if command.admin_only and not msg.is_admin:
+            if command.admin_only and not msg.administers_here():
                 logger.info("refused %s to %s in %s", command.name, msg.author_id, msg.channel_key)
                 notice = f"Sorry, only admins can use `{command.name}` here."
                 return await self._deliver(msg, send, notice, ReplyKind.NOTICE)

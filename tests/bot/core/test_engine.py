@@ -13,7 +13,13 @@ from storage import Role, StoredTurn, open_store
 
 
 def msg(text, channel="console:a", author="u1", admin=False):
-    return IncomingMessage(platform="test", channel_key=channel, author_id=author, text=text, is_admin=admin)
+    return IncomingMessage(
+        platform="test",
+        channel_key=channel,
+        author_id=author,
+        text=text,
+        admin_scope=channel.split(":")[0] if admin else None,
+    )
 
 
 async def test_reply_is_sent_and_the_exchange_stored(engine, store):
