@@ -98,9 +98,11 @@ async def start_bot(fake, world, store, fake_generator):
     """Start the bot with some `[discord]` settings; it is connected and ready when this returns."""
     running: list[tuple[DiscordBot, asyncio.Task]] = []
 
-    async def start(**settings) -> DiscordBot:
+    async def start(access: dict | None = None, **settings) -> DiscordBot:
         settings.setdefault("always_answer_channel_ids", [world.chat["id"]])
-        config = parse_config({"discord": {"enabled": True, **settings}, "history": {"max_turns": 10}})
+        config = parse_config(
+            {"discord": {"enabled": True, **settings}, "history": {"max_turns": 10}, "access": access or {}}
+        )
         bot = DiscordBot(make_engine(store, fake_generator, config), config.discord, guild_ready_timeout=0.05)
         task = asyncio.create_task(bot.run_until_closed(fake.token))
         running.append((bot, task))
