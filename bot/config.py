@@ -82,6 +82,15 @@ class StorageConfig(_Section):
     url_env: str = ""
     """Name of an environment variable holding a SQLAlchemy async URL; overrides `path` when set."""
 
+    check_seconds: Annotated[float, Field(gt=0)] = 5.0
+    """How often the running bot checks that the database can be read and written (`/healthz`)."""
+
+    def setting(self) -> str:
+        """The config key naming the database, for one-line errors: `storage.path` or `storage.url_env`."""
+        if self.url_env:
+            return f"storage.url_env (${self.url_env})"
+        return "storage.path" if self.path else f"storage.path (default {data_dir() / 'dialobot.db'})"
+
     def resolve_url(self) -> str:
         """The async SQLAlchemy URL to connect to."""
         if self.url_env:
@@ -295,6 +304,10 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
         raise ConfigError(f"config file not found: {path}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x}); save it as UTF-8"
+        ) from None
     except OSError as exc:
         raise ConfigError(f"config file {path}: {exc.strerror or exc}") from None
     return parse_config(data, source=str(path))

@@ -86,4 +86,7 @@ class HistoryStore(Protocol):
     async def claim_event(self, event_key: str) -> bool:
         """Record a platform event id; False if it was already recorded (a re-delivery)."""
 
+    async def check(self) -> None:
+        """The health probe: raise, with a one-line reason, unless the database can be read and written."""
+
     async def close(self) -> None: ...

@@ -21,6 +21,7 @@ from bot.generation.scheduler import build_generator
 from bot.ops.health_server import start_operations
 from bot.ops.retention import run_retention
 from bot.ops.shutdown import StopSignals, serve_until_stopped
+from bot.ops.storage_health import watch_storage
 from storage import open_store
 
 
@@ -31,7 +32,7 @@ async def serve(config: Config, adapters: list[str]) -> None:
     # SIGTERM (docker stop, systemd) and Ctrl-C: the engine drains, adapters disconnect, the database closes.
     signals = StopSignals()
     # The database first: a bad URL or a schema to upgrade is reported before minutes of model loading.
-    store = await open_store(config.storage.resolve_url())
+    store = await open_store(config.storage.resolve_url(), setting=config.storage.setting())
     operations = generator = None
     try:
         operations = await start_operations(config, adapters)  # /healthz answers "model: loading" meanwhile
@@ -39,7 +40,9 @@ async def serve(config: Config, adapters: list[str]) -> None:
         generator = build_generator(await in_daemon_thread(load_backend, config), config)
         operations.model_loaded()
         engine = ChatEngine(store, generator, config, turn_rule=prompt_turns)
-        background = [run_retention(store, config.access)] if config.access.retention_days else []
+        background = [watch_storage(store, config.storage.check_seconds)]
+        if config.access.retention_days:
+            background.append(run_retention(store, config.access))
         await serve_until_stopped(engine, serve_all(engine, config, adapters), signals, background)
     except asyncio.CancelledError:
         if signals.received is None:
