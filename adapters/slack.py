@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 
 MESSAGE_LIMIT = 3000
 """Characters per posted message; Slack advises at most 4,000 in `text` and truncates far beyond that."""
+MIN_SPLIT = 64
+"""The smallest piece `split_escaped` asks `split_message` for (it needs room for code fences)."""
 RATE_LIMIT_RETRIES = 3
 ADMIN_CACHE_SECONDS = 600.0
 SHUTDOWN_GRACE_SECONDS = 5.0
@@ -75,6 +77,23 @@ def mentioned_users(text: str, bot_user_id: str | None) -> tuple[str, ...]:
 def escape_text(text: str) -> str:
     # Slack reads <...> as control sequences: a model echoing "<!channel>" would otherwise ping everyone.
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def split_escaped(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
+    """`text` escaped for Slack, as messages of at most `limit` characters each.
+
+    Split first, escape each piece after: escaping first would let a cut fall inside an entity (`xyz&` |
+    `lt;xyz`), which Slack shows as garbage. Escaping lengthens a piece (`<` becomes 4 characters), so a
+    piece that outgrows the limit is split again, in proportion, until every escaped piece fits."""
+    return [message for piece in split_message(text, limit) for message in _fitted(piece, limit)]
+
+
+def _fitted(piece: str, limit: int) -> list[str]:
+    escaped = escape_text(piece)
+    if len(escaped) <= limit:
+        return [escaped]
+    size = max(MIN_SPLIT, min(len(piece) - 1, len(piece) * limit // len(escaped)))
+    return [message for part in split_message(piece, size) for message in _fitted(part, limit)]
 
 
 def _is_direct(event: dict) -> bool:
@@ -252,7 +271,7 @@ class SlackAdapter:
     def _sender(self, target: _Target):
         async def send(text: str) -> None:
             # Raising here tells the engine the reply was not delivered, so it is not stored as history.
-            for chunk in split_message(escape_text(text), MESSAGE_LIMIT):
+            for chunk in split_escaped(text, MESSAGE_LIMIT):
                 await self.client.chat_postMessage(
                     channel=target.channel, text=chunk, thread_ts=target.thread_ts
                 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -359,6 +360,22 @@ async def test_long_answer_is_split_below_the_limit_in_the_same_thread(fake, bot
     assert {p["thread_ts"] for p in fake.posted} == {"1700000000.000001"}
     assert " ".join(p["text"] for p in fake.posted).split() == long_answer.split()
     assert (await history(store, f"{CHANNEL_KEY}:1700000000.000001"))[-1] == ("bot", long_answer)
+
+
+async def test_a_long_reply_is_never_split_inside_an_html_entity(fake, bot, store, fake_generator):
+    """Found with a reply whose `<` fell at the 3,000-character cut: Slack got `...xyz&` then `lt;xyz...`."""
+    answer = "x" * 2997 + "<xyz " + "fish & chips <b> " * 400
+    fake_generator.replies = [answer]
+    await deliver(fake, bot, mention("a long one please"), "Ev1")
+
+    posted = [p["text"] for p in fake.posted]
+    assert len(posted) >= 3
+    assert all(len(text) <= MESSAGE_LIMIT for text in posted)
+    for text in posted:  # every `&` starts a whole entity, and none is cut at either end
+        assert re.fullmatch(r"(?:[^&<>]|&(?:amp|lt|gt);)*", text), text[:40] + "..." + text[-40:]
+    unescaped = [t.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&") for t in posted]
+    assert "".join(unescaped).replace(" ", "") == answer.replace(" ", "")  # cuts drop only spaces
+    assert (await history(store, CHANNEL_KEY))[-1] == ("bot", answer.strip())
 
 
 async def test_rate_limited_post_is_retried_and_delivered(fake, bot, store):
