@@ -11,14 +11,15 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext, AsyncBoltRequest
-from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
+from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped, warning_token_skipped
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -51,8 +52,9 @@ USER_SUBTYPES = frozenset({None, "file_share", "thread_broadcast"})
 
 # AsyncApp reads $SLACK_BOT_TOKEN by itself and, handed our client too, warns that the client's token wins.
 # It is the same token: drop the warning rather than confuse whoever reads the start-up log.
-_TOKEN_SKIPPED = warning_client_prioritized_and_token_skipped()
-logging.getLogger("slack_bolt.AsyncApp").addFilter(lambda record: record.getMessage() != _TOKEN_SKIPPED)
+# The same goes for the warning that our own `authorize` makes the token redundant: it is the client's token.
+_TOKEN_SKIPPED = {warning_client_prioritized_and_token_skipped(), warning_token_skipped()}
+logging.getLogger("slack_bolt.AsyncApp").addFilter(lambda record: record.getMessage() not in _TOKEN_SKIPPED)
 
 
 def read_secret(config: SlackConfig, key: str) -> str:
@@ -135,11 +137,16 @@ class SlackAdapter:
             client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES))
         # The listener only queues a task, so processing "before the response" still acknowledges at once,
         # and the task exists (and is ours to await on shutdown) by the time Slack gets the ack.
+        self._auth: Any = None
+        """`auth.test`'s answer for the bot token, asked once (at start-up by `check_auth`) and reused."""
         self.app = AsyncApp(
             name="dialobot",
             client=self.client,
             signing_secret=signing_secret,  # bolt checks it on HTTP requests, not in Socket Mode
             process_before_response=True,
+            # Bolt's default asks `auth.test` again for the first event: seconds when Slack is slow, and
+            # Slack gives an event 3 s to be acknowledged. The answer from start-up serves every event.
+            authorize=self._authorizer(),
         )
         self.app.event("app_mention")(self._on_event)
         self.app.event("message")(self._on_event)
@@ -152,9 +159,9 @@ class SlackAdapter:
     # ---- connection ----
 
     async def check_auth(self) -> None:
-        """Fail at start-up, with one line, if the bot token is refused."""
+        """Fail at start-up, with one line, if the bot token is refused; keep the answer for every event."""
         try:
-            auth = await self.client.auth_test()
+            auth = self._auth = await self.client.auth_test()
         except SlackApiError as exc:
             raise DialobotError(f"slack: the bot token was refused: {exc.response.get('error')}") from None
         logger.info(
@@ -197,6 +204,28 @@ class SlackAdapter:
         """Wait until every event received so far has been answered (or dropped)."""
         while self._tasks:
             await asyncio.gather(*set(self._tasks), return_exceptions=True)
+
+    def _authorizer(self) -> Callable[..., Awaitable[AuthorizeResult]]:
+        """Bolt's authorization of each event: the bot token's `auth.test` answer, asked only once.
+
+        A plain function, not a method: bolt passes it the arguments its parameter names ask for."""
+
+        async def authorize(user_id: str | None = None) -> AuthorizeResult:
+            if self._auth is None:
+                self._auth = await self.client.auth_test()
+            auth = self._auth
+            return AuthorizeResult(
+                enterprise_id=auth.get("enterprise_id"),
+                team_id=auth.get("team_id"),
+                team=auth.get("team"),
+                url=auth.get("url"),
+                bot_id=auth.get("bot_id"),
+                bot_user_id=auth.get("user_id"),
+                bot_token=self.client.token,
+                user_id=user_id,
+            )
+
+        return authorize
 
     # ---- events ----
 
