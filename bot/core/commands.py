@@ -153,7 +153,7 @@ async def _status(ctx: CommandContext) -> str:
     turns = await ctx.store.count_turns(ctx.message.channel_key)
     info = ctx.model
     return (
-        f"Model: {info.name} · backend {info.backend} · {', '.join(info.details())} · "
+        f"Model: {info.public_name} · backend {info.backend} · {', '.join(info.details())} · "
         f"turns stored in this conversation: {turns}"
     )
 

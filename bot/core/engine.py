@@ -217,11 +217,13 @@ class ChatEngine:
         return DrainResult(finished=finished, cancelled=len(pending))
 
     async def _generate(self, turns: list[str]) -> str:
-        """The model's reply; an empty one is retried once, then replaced: never send an empty message."""
+        """The model's reply; an empty one is retried once, then replaced: never send an empty message.
+
+        Empty means nothing visible: a reply of zero-width spaces or direction marks counts as empty too."""
         for _attempt in range(2):
             with metrics.observe_generation():
                 answer = (await self.generator.generate(turns)).strip()
-            if answer:
+            if not is_blank(answer):
                 return answer
         logger.info("model gave an empty reply twice; using the fallback reply")
         return self.config.generation.fallback_reply

@@ -28,6 +28,16 @@ def sqlite_path(db_url: str) -> str:
     return db_url.removeprefix("sqlite+aiosqlite:///")
 
 
+def exists(path: str) -> bool:
+    return os.path.exists(path)
+
+
+def overwrite_in_place(path: str) -> None:
+    """The same file (inode), other bytes: what `cp notes.txt dialobot.db` does."""
+    with open(path, "r+b") as fh:
+        fh.write(b"these are not the pages you are looking for\n" * 100)
+
+
 @pytest.mark.sqlite_only
 async def test_a_deleted_database_file_is_noticed_and_nothing_more_is_written(db_url):
     store = await open_store(db_url)
@@ -41,7 +51,7 @@ async def test_a_deleted_database_file_is_noticed_and_nothing_more_is_written(db
             await store.append_turns("console:a", TURN)
         with pytest.raises(StorageError, match="deleted"):
             await store.recent_turns("console:a", 10)
-        assert not os.path.exists(path)  # not recreated, nothing written anywhere
+        assert not exists(path)  # not recreated, nothing written anywhere
     finally:
         await store.close()
 
@@ -69,8 +79,7 @@ async def test_a_database_file_overwritten_in_place_is_noticed_by_the_probe(db_u
     path = sqlite_path(db_url)
     try:
         await store.append_turns("console:a", TURN)
-        with open(path, "r+b") as fh:  # the same file (inode), other bytes: `cp notes.txt dialobot.db`
-            fh.write(b"these are not the pages you are looking for\n" * 100)
+        overwrite_in_place(path)
         with pytest.raises(StorageError, match="overwritten: it is no longer a SQLite database"):
             await store.check()
         with pytest.raises(StorageError, match="overwritten"):

@@ -3,13 +3,14 @@
 The rule under test: a non-admin cannot reset, purge or read another user's history by any command.
 """
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from bot.core.commands import COMMANDS, parse_command, parse_invocation
 from bot.core.message import IncomingMessage
-from bot.testing import Outbox
+from bot.testing import Outbox, ScriptedGenerator, make_engine
 
 
 def msg(text, channel="discord:1:10", author="alice", admin=False, platform="discord", mentions=()):
@@ -200,3 +201,23 @@ async def test_no_command_lets_a_non_admin_delete_or_read_another_users_history(
     assert {key: await exchanges_not_by(store, key, "eve") for key in keys} == before
     audit = await store.audit_entries()
     assert all(entry.actor == "discord:eve" and entry.target == "discord:eve" for entry in audit)
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("/srv/models/dialogpt-int8", "dialogpt-int8"),
+        ("/srv/models/dialogpt-int8/", "dialogpt-int8"),
+        ("~/models/mine", "mine"),
+        ("./models/mine", "mine"),
+        ("C:\\models\\mine", "mine"),
+        ("microsoft/DialoGPT-medium", "microsoft/DialoGPT-medium"),
+    ],
+)
+async def test_status_never_shows_where_the_model_lives_on_disk(store, config, name, shown):
+    generator = ScriptedGenerator()
+    generator.info = replace(generator.info, name=name, source=name)
+    answer = await chat(make_engine(store, generator, config), "status")
+    assert answer.startswith(f"Model: {shown} · ")
+    if shown != name:
+        assert name.rstrip("/\\") not in answer and "models" not in answer
