@@ -109,7 +109,8 @@ class DiscordConfig(_Section):
     enabled: bool = False
     token_env: str = "DISCORD_BOT_TOKEN"
     admin_user_ids: list[str] = []
-    """Discord user ids allowed to `reset` anywhere, DMs included (besides members with Manage Server)."""
+    """Operators: Discord user ids that administer all of Discord, DMs included (admin scope `discord`);
+    members with Manage Server or Administrator administer their own server only."""
     always_answer_channel_ids: list[str] = []
     """Channels where the bot answers every message, no mention needed."""
     answer_bots: bool = False
@@ -128,7 +129,8 @@ class SlackConfig(_Section):
     http_host: str = "127.0.0.1"
     http_port: Annotated[int, Field(ge=1, le=65535)] = 3000
     admin_user_ids: list[str] = []
-    """Slack user ids allowed to `reset` (besides workspace admins and owners)."""
+    """Operators: Slack user ids that administer every workspace (admin scope `slack`); workspace admins and
+    owners administer their own workspace only."""
     always_thread: bool = False
     """In channels, answer in a thread under the user's message even when they wrote at the top level."""
     thread_is_conversation: bool = True
