@@ -1,6 +1,7 @@
 """The console adapter: chat with the bot in a terminal, or feed it lines through a pipe.
 
-The console user owns the machine, so they are an admin. `/quit` (or end of input) ends the chat.
+The console user owns the machine, so they administer every console conversation (admin scope
+`console`). `/quit` (or end of input) ends the chat.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ class ConsoleAdapter:
                 author_id=user,
                 author_name=user,
                 text=text,
-                is_admin=True,
+                admin_scope="console",
                 is_direct=True,
             )
             await self.engine.handle(message, self.send)

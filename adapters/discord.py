@@ -6,6 +6,11 @@ conversation: `discord:<guild>:<channel>[:<thread>]`, `discord:dm:<channel>`. An
 user's message, split to Discord's 2,000-character limit with code blocks intact. `/reset`, `/help` and
 `/status` are slash commands generated from the core's command table; the same words after a mention work
 too. discord.py's HTTP client keeps handling rate limits (429s) itself.
+
+Admin commands act within what the author administers: members with Manage Server or Administrator in a
+server administer that server (`discord:<guild>`), the ids in `discord.admin_user_ids` the whole platform
+(`discord`, DMs included). A message naming a server the client has not cached (not yet sent, or being
+re-sent after an outage) is still that server's: keyed under it, mention required, its access rules applied.
 """
 
 from __future__ import annotations
@@ -189,7 +194,9 @@ class DiscordBot(discord.AutoShardedClient):
         role = message.guild.self_role if message.guild else None
         mentions = rf"<@!?{self.user.id}>" + (rf"|<@&{role.id}>" if role else "")
         mentioned = self._mentioned(message, role)
-        is_direct = message.guild is None
+        # A server missing from the cache still names itself in the event: it is never a DM.
+        guild_id = message.guild.id if message.guild else getattr(channel, "guild_id", None)
+        is_direct = guild_id is None
         if not (mentioned or is_direct or self._always_answers(channel)):
             return
         text = re.sub(rf"\s*(?:{mentions})\s*", " ", message.content).strip()
@@ -198,7 +205,6 @@ class DiscordBot(discord.AutoShardedClient):
         if self._forbidden_until.get(channel.id, 0.0) > time.monotonic():
             logger.debug("skipping a message in %s: no permission to send there", channel.id)
             return
-        guild_id = message.guild.id if message.guild else None
         async with AsyncExitStack() as typing:
             # The REST calls before the engine (channel lookup, typing) finish in any order: a channel's
             # messages pass them one at a time, so they reach the engine, and are answered, in arrival order.
@@ -209,7 +215,9 @@ class DiscordBot(discord.AutoShardedClient):
                     author_id=str(author.id),
                     author_name=author.display_name,
                     text=text,
-                    is_admin=self._is_admin(author, getattr(author, "guild_permissions", None)),
+                    admin_scope=self._admin_scope(
+                        author, guild_id, getattr(author, "guild_permissions", None)
+                    ),
                     is_direct=is_direct,
                     message_id=str(message.id),
                     mentioned_users=tuple(str(u) for u in message.raw_mentions if u != self.user.id),
@@ -291,8 +299,10 @@ class DiscordBot(discord.AutoShardedClient):
                 author_id=str(interaction.user.id),
                 author_name=interaction.user.display_name,
                 text=word,
-                is_admin=self._is_admin(
-                    interaction.user, interaction.permissions if interaction.guild_id else None
+                admin_scope=self._admin_scope(
+                    interaction.user,
+                    interaction.guild_id,
+                    interaction.permissions if interaction.guild_id else None,
                 ),
                 is_direct=interaction.guild_id is None,
                 message_id=str(interaction.id),
@@ -318,11 +328,18 @@ class DiscordBot(discord.AutoShardedClient):
             ids.add(str(channel.parent_id))
         return not ids.isdisjoint(self._always_answer_ids)
 
-    def _is_admin(self, user: discord.abc.User, permissions: discord.Permissions | None) -> bool:
-        """Configured ids anywhere; in a server, also members with Manage Server or Administrator."""
+    def _admin_scope(
+        self, user: discord.abc.User, guild_id: int | None, permissions: discord.Permissions | None
+    ) -> str | None:
+        """What `user` administers: everything on Discord for a configured id; the server the message is in
+        for a member with Manage Server or Administrator there; nothing otherwise (DMs included)."""
         if str(user.id) in self._admin_ids:
-            return True
-        return permissions is not None and (permissions.manage_guild or permissions.administrator)
+            return "discord"
+        if guild_id is None or permissions is None:
+            return None
+        if permissions.manage_guild or permissions.administrator:
+            return conversation_key("discord", guild_id)
+        return None
 
     def _note_forbidden(self, channel_id: int) -> None:
         if channel_id not in self._forbidden_until:

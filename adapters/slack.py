@@ -11,14 +11,15 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext, AsyncBoltRequest
-from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
+from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped, warning_token_skipped
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -38,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 MESSAGE_LIMIT = 3000
 """Characters per posted message; Slack advises at most 4,000 in `text` and truncates far beyond that."""
+MIN_SPLIT = 64
+"""The smallest piece `split_escaped` asks `split_message` for (it needs room for code fences)."""
 RATE_LIMIT_RETRIES = 3
 ADMIN_CACHE_SECONDS = 600.0
 SHUTDOWN_GRACE_SECONDS = 5.0
@@ -49,8 +52,9 @@ USER_SUBTYPES = frozenset({None, "file_share", "thread_broadcast"})
 
 # AsyncApp reads $SLACK_BOT_TOKEN by itself and, handed our client too, warns that the client's token wins.
 # It is the same token: drop the warning rather than confuse whoever reads the start-up log.
-_TOKEN_SKIPPED = warning_client_prioritized_and_token_skipped()
-logging.getLogger("slack_bolt.AsyncApp").addFilter(lambda record: record.getMessage() != _TOKEN_SKIPPED)
+# The same goes for the warning that our own `authorize` makes the token redundant: it is the client's token.
+_TOKEN_SKIPPED = {warning_client_prioritized_and_token_skipped(), warning_token_skipped()}
+logging.getLogger("slack_bolt.AsyncApp").addFilter(lambda record: record.getMessage() not in _TOKEN_SKIPPED)
 
 
 def read_secret(config: SlackConfig, key: str) -> str:
@@ -75,6 +79,23 @@ def mentioned_users(text: str, bot_user_id: str | None) -> tuple[str, ...]:
 def escape_text(text: str) -> str:
     # Slack reads <...> as control sequences: a model echoing "<!channel>" would otherwise ping everyone.
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def split_escaped(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
+    """`text` escaped for Slack, as messages of at most `limit` characters each.
+
+    Split first, escape each piece after: escaping first would let a cut fall inside an entity (`xyz&` |
+    `lt;xyz`), which Slack shows as garbage. Escaping lengthens a piece (`<` becomes 4 characters), so a
+    piece that outgrows the limit is split again, in proportion, until every escaped piece fits."""
+    return [message for piece in split_message(text, limit) for message in _fitted(piece, limit)]
+
+
+def _fitted(piece: str, limit: int) -> list[str]:
+    escaped = escape_text(piece)
+    if len(escaped) <= limit:
+        return [escaped]
+    size = max(MIN_SPLIT, min(len(piece) - 1, len(piece) * limit // len(escaped)))
+    return [message for part in split_message(piece, size) for message in _fitted(part, limit)]
 
 
 def _is_direct(event: dict) -> bool:
@@ -116,11 +137,16 @@ class SlackAdapter:
             client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES))
         # The listener only queues a task, so processing "before the response" still acknowledges at once,
         # and the task exists (and is ours to await on shutdown) by the time Slack gets the ack.
+        self._auth: Any = None
+        """`auth.test`'s answer for the bot token, asked once (at start-up by `check_auth`) and reused."""
         self.app = AsyncApp(
             name="dialobot",
             client=self.client,
             signing_secret=signing_secret,  # bolt checks it on HTTP requests, not in Socket Mode
             process_before_response=True,
+            # Bolt's default asks `auth.test` again for the first event: seconds when Slack is slow, and
+            # Slack gives an event 3 s to be acknowledged. The answer from start-up serves every event.
+            authorize=self._authorizer(),
         )
         self.app.event("app_mention")(self._on_event)
         self.app.event("message")(self._on_event)
@@ -133,9 +159,9 @@ class SlackAdapter:
     # ---- connection ----
 
     async def check_auth(self) -> None:
-        """Fail at start-up, with one line, if the bot token is refused."""
+        """Fail at start-up, with one line, if the bot token is refused; keep the answer for every event."""
         try:
-            auth = await self.client.auth_test()
+            auth = self._auth = await self.client.auth_test()
         except SlackApiError as exc:
             raise DialobotError(f"slack: the bot token was refused: {exc.response.get('error')}") from None
         logger.info(
@@ -178,6 +204,28 @@ class SlackAdapter:
         """Wait until every event received so far has been answered (or dropped)."""
         while self._tasks:
             await asyncio.gather(*set(self._tasks), return_exceptions=True)
+
+    def _authorizer(self) -> Callable[..., Awaitable[AuthorizeResult]]:
+        """Bolt's authorization of each event: the bot token's `auth.test` answer, asked only once.
+
+        A plain function, not a method: bolt passes it the arguments its parameter names ask for."""
+
+        async def authorize(user_id: str | None = None) -> AuthorizeResult:
+            if self._auth is None:
+                self._auth = await self.client.auth_test()
+            auth = self._auth
+            return AuthorizeResult(
+                enterprise_id=auth.get("enterprise_id"),
+                team_id=auth.get("team_id"),
+                team=auth.get("team"),
+                url=auth.get("url"),
+                bot_id=auth.get("bot_id"),
+                bot_user_id=auth.get("user_id"),
+                bot_token=self.client.token,
+                user_id=user_id,
+            )
+
+        return authorize
 
     # ---- events ----
 
@@ -223,13 +271,15 @@ class SlackAdapter:
             raw = event.get("text", "")
             text = clean_text(raw, bot_user_id)
             command = parse_command(text)
-            is_admin = bool(command and command.admin_only) and await self._is_admin(team, event["user"])
+            admin_scope = (
+                await self._admin_scope(team, event["user"]) if command and command.admin_only else None
+            )
             message = IncomingMessage(
                 platform="slack",
                 channel_key=channel_key,
                 author_id=event["user"],
                 text=text,
-                is_admin=is_admin,
+                admin_scope=admin_scope,
                 is_direct=_is_direct(event),
                 message_id=event.get("ts"),
                 mentioned_users=mentioned_users(raw, bot_user_id),
@@ -250,28 +300,32 @@ class SlackAdapter:
     def _sender(self, target: _Target):
         async def send(text: str) -> None:
             # Raising here tells the engine the reply was not delivered, so it is not stored as history.
-            for chunk in split_message(escape_text(text), MESSAGE_LIMIT):
+            for chunk in split_escaped(text, MESSAGE_LIMIT):
                 await self.client.chat_postMessage(
                     channel=target.channel, text=chunk, thread_ts=target.thread_ts
                 )
 
         return send
 
-    async def _is_admin(self, team: str, user: str) -> bool:
-        """Whether `user` may run admin commands: listed in the config, or a workspace admin or owner."""
+    async def _admin_scope(self, team: str, user: str) -> str | None:
+        """What `user` administers: all of Slack for an id in `slack.admin_user_ids`; this workspace
+        (`slack:<team>`) for its admins and owners; nothing for everyone else."""
         if user in self.slack.admin_user_ids:
-            return True
+            return "slack"
+        workspace = conversation_key("slack", team)
         cached = self._admins.get(f"{team}:{user}")
         if cached is not None and cached[1] > time.monotonic():
-            return cached[0]
+            return workspace if cached[0] else None
         try:
             info = (await self.client.users_info(user=user))["user"]
         except Exception as exc:
             logger.warning("users.info failed for %s: %s; treating them as not an admin", user, exc)
-            return False
+            return None
+        # An admin of another workspace (a shared channel's guest) administers nothing here.
         is_admin = bool(info.get("is_admin") or info.get("is_owner") or info.get("is_primary_owner"))
+        is_admin = is_admin and info.get("team_id", team) == team
         self._admins[f"{team}:{user}"] = (is_admin, time.monotonic() + ADMIN_CACHE_SECONDS)
-        return is_admin
+        return workspace if is_admin else None
 
 
 def build_app(engine: ChatEngine, config: Config, client: AsyncWebClient | None = None) -> AsyncApp:

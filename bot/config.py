@@ -82,6 +82,15 @@ class StorageConfig(_Section):
     url_env: str = ""
     """Name of an environment variable holding a SQLAlchemy async URL; overrides `path` when set."""
 
+    check_seconds: Annotated[float, Field(gt=0)] = 5.0
+    """How often the running bot checks that the database can be read and written (`/healthz`)."""
+
+    def setting(self) -> str:
+        """The config key naming the database, for one-line errors: `storage.path` or `storage.url_env`."""
+        if self.url_env:
+            return f"storage.url_env (${self.url_env})"
+        return "storage.path" if self.path else f"storage.path (default {data_dir() / 'dialobot.db'})"
+
     def resolve_url(self) -> str:
         """The async SQLAlchemy URL to connect to."""
         if self.url_env:
@@ -100,7 +109,8 @@ class DiscordConfig(_Section):
     enabled: bool = False
     token_env: str = "DISCORD_BOT_TOKEN"
     admin_user_ids: list[str] = []
-    """Discord user ids allowed to `reset` anywhere, DMs included (besides members with Manage Server)."""
+    """Operators: Discord user ids that administer all of Discord, DMs included (admin scope `discord`);
+    members with Manage Server or Administrator administer their own server only."""
     always_answer_channel_ids: list[str] = []
     """Channels where the bot answers every message, no mention needed."""
     answer_bots: bool = False
@@ -119,7 +129,8 @@ class SlackConfig(_Section):
     http_host: str = "127.0.0.1"
     http_port: Annotated[int, Field(ge=1, le=65535)] = 3000
     admin_user_ids: list[str] = []
-    """Slack user ids allowed to `reset` (besides workspace admins and owners)."""
+    """Operators: Slack user ids that administer every workspace (admin scope `slack`); workspace admins and
+    owners administer their own workspace only."""
     always_thread: bool = False
     """In channels, answer in a thread under the user's message even when they wrote at the top level."""
     thread_is_conversation: bool = True
@@ -295,6 +306,10 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
         raise ConfigError(f"config file not found: {path}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x}); save it as UTF-8"
+        ) from None
     except OSError as exc:
         raise ConfigError(f"config file {path}: {exc.strerror or exc}") from None
     return parse_config(data, source=str(path))

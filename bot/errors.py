@@ -25,3 +25,7 @@ class BackendUnavailable(DialobotError):
 
 class GenerationUnavailable(DialobotError):
     """A remote model server did not answer usably (down, timing out, errors, garbage) after retries."""
+
+
+class StorageError(DialobotError):
+    """The database cannot be opened, read or written; the message names the setting and the cause."""

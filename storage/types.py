@@ -64,8 +64,13 @@ class HistoryStore(Protocol):
     async def reset_channel(self, channel_key: str, audit: AuditRecord | None = None) -> int:
         """Delete the channel's history (and record `audit`); return how many turns were deleted."""
 
-    async def delete_user_turns(self, platform: str, author_id: str, audit: AuditRecord | None = None) -> int:
-        """Delete a user's turns in every `platform` conversation, and the bot's replies to them."""
+    async def delete_user_turns(
+        self, platform: str, author_id: str, audit: AuditRecord | None = None, within: str | None = None
+    ) -> int:
+        """Delete a user's turns in every `platform` conversation, and the bot's replies to them.
+
+        `within`, a conversation-key prefix (`discord:<guild>`), limits it to the conversations under that
+        prefix, whole `:`-separated parts only; None means the whole platform."""
 
     async def delete_turns_before(self, cutoff: datetime, audit: AuditRecord | None = None) -> int:
         """Delete every turn stored before `cutoff`; `audit` is recorded only if something was deleted."""
@@ -80,5 +85,8 @@ class HistoryStore(Protocol):
 
     async def claim_event(self, event_key: str) -> bool:
         """Record a platform event id; False if it was already recorded (a re-delivery)."""
+
+    async def check(self) -> None:
+        """The health probe: raise, with a one-line reason, unless the database can be read and written."""
 
     async def close(self) -> None: ...

@@ -273,7 +273,7 @@ async def run_fuzz(
             async def send(reply: str, sent: list[str] = sent) -> None:
                 sent.append(reply)
 
-            msg = IncomingMessage("fuzz", f"fuzz:{n % 5}", f"u{n % 3}", text, is_admin=False)
+            msg = IncomingMessage("fuzz", f"fuzz:{n % 5}", f"u{n % 3}", text)
             report.inputs += 1
             try:
                 reply = await engine.handle(msg, send)

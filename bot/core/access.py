@@ -12,13 +12,13 @@ import logging
 from collections.abc import Iterable
 
 from bot.config import AccessConfig
-from bot.core.message import IncomingMessage
+from bot.core.message import IncomingMessage, in_scope
 
 logger = logging.getLogger(__name__)
 
 
 def _covers(entries: Iterable[str], key: str) -> bool:
-    return any(key == entry or key.startswith(entry.rstrip(":") + ":") for entry in entries)
+    return any(in_scope(key, entry) for entry in entries)
 
 
 class AccessPolicy:

@@ -6,9 +6,12 @@ the arguments that command declares (`forget me confirm`, `purge U123`), with an
 so "reset my password, please" and "forget me not" are still chat.
 
 Destructive commands leave a row in the audit table (who, when, what), written in the same transaction as the
-deletion itself. `forget me` asks for a confirmation first: `forget me confirm` within
-`FORGET_CONFIRM_SECONDS` deletes the user's stored messages, and the bot's replies to them, in every
-conversation on that platform.
+deletion itself. Admin commands act only inside what the admin administers (`IncomingMessage.admin_scope`): a
+Discord server's managers purge a user's turns in that server only, a Slack workspace admin in that workspace,
+a configured operator anywhere on the platform; the audit row records the scope.
+
+`forget me` asks for a confirmation first: `forget me confirm` within `FORGET_CONFIRM_SECONDS` deletes the
+user's stored messages, and the bot's replies to them, in every conversation on that platform.
 """
 
 from __future__ import annotations
@@ -65,8 +68,10 @@ class CommandContext:
     confirmations: PendingConfirmations
 
     def audit(self, action: str, target: str, detail: str = "") -> AuditRecord:
-        """The audit row for `action` by this message's author."""
+        """The audit row for `action` by this message's author (with the author's admin scope, if any)."""
         msg = self.message
+        if msg.admin_scope is not None:
+            detail = f"scope {msg.admin_scope}; {detail}" if detail else f"scope {msg.admin_scope}"
         return AuditRecord(f"{msg.platform}:{msg.author_id}", action, target, detail)
 
 
@@ -116,13 +121,23 @@ async def _forget_me(ctx: CommandContext) -> str:
 
 async def _purge(ctx: CommandContext) -> str:
     if not ctx.args:
-        return "Usage: `purge <user id>` deletes that user's stored messages in every conversation here."
+        return (
+            "Usage: `purge <user id>` deletes that user's stored messages in every conversation you "
+            "administer."
+        )
     msg = ctx.message
+    # The engine runs admin commands only for a scope covering this conversation; never wider than it.
+    scope = msg.admin_scope or msg.channel_key
     # Adapters list the users a message mentions, so a pasted @mention names its user on any platform.
     user = ctx.message.mentioned_users[0] if ctx.message.mentioned_users else ctx.args[0]
     target = f"{msg.platform}:{user}"
-    deleted = await ctx.store.delete_user_turns(msg.platform, user, audit=ctx.audit("purge", target))
-    return f"Purged {target}: {deleted} stored messages deleted (theirs and my replies to them)."
+    deleted = await ctx.store.delete_user_turns(
+        msg.platform, user, audit=ctx.audit("purge", target), within=scope
+    )
+    return (
+        f"Purged {target}: {deleted} stored messages deleted (theirs and my replies to them) "
+        f"in the conversations under {scope}."
+    )
 
 
 async def _help(ctx: CommandContext) -> str:
@@ -138,7 +153,7 @@ async def _status(ctx: CommandContext) -> str:
     turns = await ctx.store.count_turns(ctx.message.channel_key)
     info = ctx.model
     return (
-        f"Model: {info.name} · backend {info.backend} · {', '.join(info.details())} · "
+        f"Model: {info.public_name} · backend {info.backend} · {', '.join(info.details())} · "
         f"turns stored in this conversation: {turns}"
     )
 
@@ -159,7 +174,7 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "purge",
-        "delete a user's stored messages in every conversation",
+        "delete a user's stored messages in every conversation you administer",
         admin_only=True,
         handler=_purge,
         args=r"(\S+)?",

@@ -109,7 +109,7 @@ class ChatEngine:
                     return await self._chat(msg, text, send)
         command, args = invocation
         async with self._channels.hold(msg.channel_key):
-            if command.admin_only and not msg.is_admin:
+            if command.admin_only and not msg.administers_here():
                 logger.info("refused %s to %s in %s", command.name, msg.author_id, msg.channel_key)
                 notice = f"Sorry, only admins can use `{command.name}` here."
                 return await self._deliver(msg, send, notice, ReplyKind.NOTICE)
@@ -217,11 +217,13 @@ class ChatEngine:
         return DrainResult(finished=finished, cancelled=len(pending))
 
     async def _generate(self, turns: list[str]) -> str:
-        """The model's reply; an empty one is retried once, then replaced: never send an empty message."""
+        """The model's reply; an empty one is retried once, then replaced: never send an empty message.
+
+        Empty means nothing visible: a reply of zero-width spaces or direction marks counts as empty too."""
         for _attempt in range(2):
             with metrics.observe_generation():
                 answer = (await self.generator.generate(turns)).strip()
-            if answer:
+            if not is_blank(answer):
                 return answer
         logger.info("model gave an empty reply twice; using the fallback reply")
         return self.config.generation.fallback_reply

@@ -7,8 +7,10 @@ model family's rule, so it is injected too (`TurnRule`), not written into the en
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import PurePosixPath, PureWindowsPath
 from typing import Protocol
 
 from storage.types import StoredTurn
@@ -36,6 +38,17 @@ class ModelInfo:
     context: int
     projections: ProjectionCounts | None
     """How many linear projections run in INT8; None when the backend does not tell."""
+
+    @property
+    def public_name(self) -> str:
+        """The name to show chat users: a hub id as it is, a model directory by its last part only, so that
+        `status` never tells anyone where the model lives on the server's disk."""
+        name = self.name.rstrip("/\\") or self.name
+        if "\\" in name:  # a Windows path
+            return PureWindowsPath(name).name or name
+        if name.startswith(("/", "~", ".")) or os.path.isdir(os.path.expanduser(name)):
+            return PurePosixPath(name).name or name
+        return name
 
     @property
     def quantization_label(self) -> str:

@@ -20,12 +20,26 @@ class IncomingMessage:
     channel_key: str
     author_id: str
     text: str
-    is_admin: bool = False
+    admin_scope: str | None = None
+    """What the author administers, as a conversation-key prefix: `discord:<guild>` for that server's
+    managers, `slack:<team>` for that workspace's admins, `<platform>` for the configured operators, None for
+    everyone else. Admin commands need a scope that covers the message's own conversation (`in_scope`)."""
     is_direct: bool = False
     message_id: str | None = None
     author_name: str | None = None
     mentioned_users: tuple[str, ...] = ()
     """Ids of the users the message mentions, the bot excluded, in order (`purge @someone`)."""
+
+    def administers_here(self) -> bool:
+        """Whether the author's admin scope covers this message's conversation."""
+        return self.admin_scope is not None and in_scope(self.channel_key, self.admin_scope)
+
+
+def in_scope(key: str, prefix: str) -> bool:
+    """Whether conversation key `key` is `prefix` or lies under it, whole `:`-separated parts only:
+    `discord:1` covers `discord:1:2` but not `discord:12:3`."""
+    prefix = prefix.rstrip(":")
+    return bool(prefix) and (key == prefix or key.startswith(prefix + ":"))
 
 
 def conversation_key(platform: str, *parts: object) -> str:

@@ -49,16 +49,18 @@ def run_admin_command(args: argparse.Namespace, config: Config) -> int:
 
 
 async def _db(action: str, config: Config) -> int:
-    from storage.history_store import connect
+    from storage.history_store import connect, storage_errors
     from storage.schema_version import SchemaStatus, schema_state, upgrade
 
-    engine = await connect(config.storage.resolve_url())
+    url, setting = config.storage.resolve_url(), config.storage.setting()
+    engine = await connect(url, setting)
     try:
-        if action == "status":
-            state = await schema_state(engine)
-            print(state.describe())
-            return 0 if state.status in (SchemaStatus.CURRENT, SchemaStatus.EMPTY) else 1
-        before, after = await upgrade(engine)
+        async with storage_errors(url, setting):
+            if action == "status":
+                state = await schema_state(engine)
+                print(state.describe())
+                return 0 if state.status in (SchemaStatus.CURRENT, SchemaStatus.EMPTY) else 1
+            before, after = await upgrade(engine)
     finally:
         await engine.dispose()
     if before.current == after.current and before.stamped:
@@ -70,20 +72,23 @@ async def _db(action: str, config: Config) -> int:
 
 async def _history(args: argparse.Namespace, config: Config) -> int:
     from storage import AuditRecord, open_store
+    from storage.history_store import storage_errors
 
     if args.action == "reset" and not args.yes and not _confirmed(args.channel):
         raise DialobotError(
             f"history reset: not confirmed; nothing deleted (pass --yes to reset {args.channel})"
         )
-    store = await open_store(config.storage.resolve_url())
+    url, setting = config.storage.resolve_url(), config.storage.setting()
+    store = await open_store(url, setting)
     try:
-        if args.action == "reset":
-            # An operator's reset is an admin action like the chat command's: it goes in the audit log.
-            audit = AuditRecord(f"cli:{getpass.getuser()}", "reset", args.channel)
-            deleted = await store.reset_channel(args.channel, audit=audit)
-            print(f"deleted {deleted} turns of {args.channel}")
-            return 0
-        turns = await store.recent_turns(args.channel, await store.count_turns(args.channel))
+        async with storage_errors(url, setting):
+            if args.action == "reset":
+                # An operator's reset is an admin action like the chat command's: it goes in the audit log.
+                audit = AuditRecord(f"cli:{getpass.getuser()}", "reset", args.channel)
+                deleted = await store.reset_channel(args.channel, audit=audit)
+                print(f"deleted {deleted} turns of {args.channel}")
+                return 0
+            turns = await store.recent_turns(args.channel, await store.count_turns(args.channel))
     finally:
         await store.close()
     for turn in turns:

@@ -23,12 +23,17 @@ from bot.generation.scheduler import build_generator
 from bot.ops.health_server import start_operations
 from bot.ops.retention import run_retention
 from bot.ops.shutdown import StopSignals, serve_until_stopped
+from bot.ops.storage_health import watch_storage
 from storage import HistoryStore, open_store
 
 
 def background_jobs(store: HistoryStore, config: Config) -> list[Coroutine[Any, Any, None]]:
-    """What runs beside the adapters while the bot serves: the retention schedule, when one is set."""
-    return [run_retention(store, config.access)] if config.access.retention_days else []
+    """What runs beside the adapters while the bot serves: the database probe behind /healthz, and the
+    retention schedule when one is set."""
+    jobs = [watch_storage(store, config.storage.check_seconds)]
+    if config.access.retention_days:
+        jobs.append(run_retention(store, config.access))
+    return jobs
 
 
 async def serve(config: Config, adapters: list[str]) -> None:
@@ -38,7 +43,7 @@ async def serve(config: Config, adapters: list[str]) -> None:
     # SIGTERM (docker stop, systemd) and Ctrl-C: the engine drains, adapters disconnect, the database closes.
     signals = StopSignals()
     # The database first: a bad URL or a schema to upgrade is reported before minutes of model loading.
-    store = await open_store(config.storage.resolve_url())
+    store = await open_store(config.storage.resolve_url(), setting=config.storage.setting())
     operations = generator = None
     try:
         operations = await start_operations(config, adapters)  # /healthz answers "model: loading" meanwhile

@@ -16,6 +16,7 @@ from bot.config import Config, HealthConfig
 from bot.core import metrics
 from bot.errors import DialobotError
 from bot.ops.readiness import readiness
+from bot.ops.storage_health import STORAGE
 from storage import HistoryStore
 
 logger = logging.getLogger(__name__)
@@ -36,8 +37,10 @@ class OperationsServer:
         readiness.ready(MODEL)
 
     def attach_store(self, store: HistoryStore) -> None:
-        """From now on `/metrics` reports `dialobot_history_rows` from this store."""
+        """From now on `/metrics` reports `dialobot_history_rows` from this store; it opened, so it is ready
+        (`watch_storage` probes it from then on)."""
         self.store = store
+        readiness.ready(STORAGE)
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -85,7 +88,7 @@ class OperationsServer:
 
 async def start_operations(config: Config, adapters: list[str]) -> OperationsServer:
     """Expect the model and `adapters` to become ready, and start the endpoint if it is enabled."""
-    readiness.expect([MODEL, *adapters])
+    readiness.expect([MODEL, STORAGE, *adapters])
     readiness.not_ready(MODEL, "loading")
     server = OperationsServer(config.health)
     await server.start()

@@ -86,3 +86,5 @@ def setup_logging(level: str, config: Config) -> None:
     handler.setFormatter(formatter)
     handler.addFilter(SecretRedactor(secret_values(config)))
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    # Alembic announces each of its plugins at INFO on every start: noise before any real line.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)

@@ -56,6 +56,7 @@ class FakeSlack:
         self.acks: list[dict] = []
         self.log: list[str] = []  # "call:<method>" and "ack:<envelope_id>" in the order they happened
         self.users: dict[str, dict] = {}  # users.info answers: user id -> flags such as {"is_admin": True}
+        self.slow: dict[str, float] = {}  # Web API method -> seconds to wait before answering it
         self._canned: dict[str, list[_Canned]] = {}
         self._sockets: list[web.WebSocketResponse] = []
         self._changed = asyncio.Condition()
@@ -112,6 +113,8 @@ class FakeSlack:
             args.update(await request.post())
         auth = request.headers.get("Authorization", "")
         token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else args.pop("token", None)
+        if self.slow.get(method):
+            await asyncio.sleep(self.slow[method])  # a slow Slack, not a test waiting
         canned = self._canned.get(method)
         answer = canned.pop(0) if canned else _Canned(200, self._answer(method, args, token))
         self.calls.append(ApiCall(method, args, token, answer.status, answer.body["ok"]))

@@ -67,6 +67,8 @@ def test_piped_chat_with_a_real_model_keeps_history_across_restarts(tiny_model_d
     assert all(reply.strip() for reply in replies[:2])
     assert replies[2].endswith("turns stored in this conversation: 4")
     assert "9/9 projections INT8" in replies[2]
+    assert replies[2].startswith(f"Model: {tiny_model_dir.name} · ")  # the model's name, not its path
+    assert str(tiny_model_dir.parent) not in replies[2]
 
     second = run_chat(tiny_model_dir, tmp_path, ["/status", "/reset", "/status"])
     assert second.returncode == 0, second.stderr

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from dataclasses import replace
 
 import pytest
 
@@ -101,9 +102,11 @@ async def start_bot(fake, world, store, fake_generator):
     """Start the bot with some `[discord]` settings; it is connected and ready when this returns."""
     running: list[tuple[DiscordBot, asyncio.Task]] = []
 
-    async def start(**settings) -> DiscordBot:
+    async def start(access: dict | None = None, **settings) -> DiscordBot:
         settings.setdefault("always_answer_channel_ids", [world.chat["id"]])
-        config = parse_config({"discord": {"enabled": True, **settings}, "history": {"max_turns": 10}})
+        config = parse_config(
+            {"discord": {"enabled": True, **settings}, "history": {"max_turns": 10}, "access": access or {}}
+        )
         bot = DiscordBot(make_engine(store, fake_generator, config), config.discord, guild_ready_timeout=0.05)
         task = asyncio.create_task(bot.run_until_closed(fake.token))
         running.append((bot, task))
@@ -371,6 +374,23 @@ async def test_slash_help_and_status(world, bot, store):
     _, refusal = await world.slash("reset", world.dm, world.alice)
     assert refusal == "Sorry, only admins can use `reset` here."
     assert await store.count_turns(world.key(world.dm)) == 2
+
+
+async def test_status_shows_a_local_models_name_but_not_its_path(world, bot, fake_generator):
+    """Found by asking `status` with a model loaded from a directory: anyone saw the server's path."""
+    fake_generator.info = replace(fake_generator.info, name="/srv/dialobot/models/my-dialogpt")
+    await world.say(world.general, f"{world.mention} status")
+    [reply] = await world.replies(world.general)
+    assert reply["content"].startswith("Model: my-dialogpt · ")
+    assert "/srv" not in reply["content"]
+
+
+async def test_a_reply_of_a_zero_width_space_is_never_posted(world, bot, fake_generator):
+    """Found with a model answering only U+200B: Discord showed an empty message from the bot."""
+    fake_generator.replies = ["\u200b", "\u200b"]
+    await world.say(world.general, f"{world.mention} say nothing")
+    [reply] = await world.replies(world.general)
+    assert reply["content"] == "Hmm, I'm not sure what to say to that."
 
 
 async def test_startup_syncs_slash_commands_and_logs_the_invite_url(fake, world, start_bot, caplog):

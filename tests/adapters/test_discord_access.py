@@ -1,6 +1,7 @@
 """Access through the real Discord adapter (the fake Discord of test_discord.py): a member without Manage
 Server cannot reset, purge or read anyone's history, by mention, slash command or DM; `forget me` deletes
-only the asker's own turns; an admin's purge works and is audited."""
+only the asker's own turns; an admin's purge works, stays inside the server they manage, and is audited; a
+server missing from the cache is never taken for a DM."""
 
 # ruff: noqa: F811
 from __future__ import annotations
@@ -115,3 +116,102 @@ async def test_slow_typing_indicators_do_not_reorder_a_channels_messages(world, 
         await world.say(world.chat, f"in order {i}")
     replies = await world.replies(world.chat, count=5)
     assert [int(r["content"].split()[3]) for r in replies] == [0, 1, 2, 3, 4]
+
+
+# ---- scoped authority: a server's managers administer that server, operators the platform ----
+
+
+async def test_a_server_managers_purge_cannot_touch_another_servers_turns(world, bot, store):
+    """Anyone can invite the bot to a server they own and hold Manage Server there: that power ends at their
+    server's edge. Alice talked in the test server, in the manager's own server and in a DM."""
+    fake = world.fake
+    own = fake.add_guild("the manager's own server")  # the bot joins it (GUILD_CREATE) like any other
+    own_channel = fake.add_channel(own, "lobby")
+    await fake.dispatch("GUILD_CREATE", own)
+    own_key = f"discord:{own['id']}:{own_channel['id']}"
+    general, dm = world.key(world.general), world.key(world.dm)
+    for key in (general, own_key, dm):
+        await seed(store, key, world.alice["id"], f"alice in {key}")
+
+    await world.say(
+        own_channel,
+        f"{world.mention} purge <@{world.alice['id']}>",
+        author=world.mod,
+        roles=[fake.admin_role_id(own)],
+    )
+    [reply] = await world.replies(own_channel)
+    assert reply["content"].startswith(f"Purged discord:{world.alice['id']}: 2 stored messages deleted")
+    assert await store.count_turns(own_key) == 0
+    assert await store.count_turns(general) == 2  # the test server's history is not theirs to delete
+    assert await store.count_turns(dm) == 2
+    [entry] = await store.audit_entries()
+    assert (entry.actor, entry.action, entry.target) == (
+        f"discord:{world.mod['id']}",
+        "purge",
+        f"discord:{world.alice['id']}",
+    )
+    assert entry.detail == f"scope discord:{own['id']}; 2 turns deleted"
+
+    # Their Manage Server in one server counts for nothing in another, nor in a DM.
+    await world.say(world.general, f"{world.mention} purge <@{world.alice['id']}>", author=world.mod)
+    mod_dm = fake.add_dm(world.mod)
+    await world.say(mod_dm, f"purge {world.alice['id']}", author=world.mod)
+    [refused] = await world.replies(world.general)
+    [refused_dm] = await world.replies(mod_dm)
+    assert refused["content"] == refused_dm["content"] == REFUSAL.format("purge")
+    assert await store.count_turns(general) == 2 and await store.count_turns(dm) == 2
+
+
+async def test_a_configured_operator_purges_platform_wide_even_from_a_dm(world, start_bot, store):
+    fake = world.fake
+    other = fake.add_guild("elsewhere")
+    other_channel = fake.add_channel(other)
+    await start_bot(admin_user_ids=[world.mod["id"]])
+    keys = [world.key(world.general), f"discord:{other['id']}:{other_channel['id']}", world.key(world.dm)]
+    for key in keys:
+        await seed(store, key, world.alice["id"], f"alice in {key}")
+    mod_dm = fake.add_dm(world.mod)
+    await world.say(mod_dm, f"purge {world.alice['id']}", author=world.mod)
+    [reply] = await world.replies(mod_dm)
+    assert reply["content"].startswith(f"Purged discord:{world.alice['id']}: 6 stored messages deleted")
+    assert [await store.count_turns(key) for key in keys] == [0, 0, 0]
+    [entry] = await store.audit_entries()
+    assert entry.detail == "scope discord; 6 turns deleted"
+
+
+# ---- a server missing from the cache ----
+
+
+async def test_a_message_from_a_server_not_in_the_cache_is_never_a_dm(world, start_bot, store):
+    """A MESSAGE_CREATE naming a server the client has no GUILD_CREATE for (an outage, a late join): it is
+    that server's message, not a DM: a mention is needed, it is keyed under the server, and the server's
+    access rules apply."""
+    fake = world.fake
+    unknown = fake.add_guild("not cached")
+    channel = fake.add_channel(unknown, "somewhere")
+    denied = fake.add_guild("not cached, denied")
+    denied_channel = fake.add_channel(denied, "somewhere else")
+    for guild in (unknown, denied):
+        del fake.guilds[guild["id"]]  # never sent to the bot
+    bot = await start_bot(access={"deny_channels": [f"discord:{denied['id']}"]})
+    assert bot.get_guild(int(unknown["id"])) is None
+
+    await world.say(channel, "no mention here")  # in a DM this would be answered
+    await world.say(channel, f"{world.mention} hello from an unknown server")
+    [reply] = await world.replies(channel)
+    # A channel's messages are answered in arrival order: had the first been answered, its reply came first.
+    assert reply["content"] == "echo: hello from an unknown server (1 turns seen)"
+    assert fake.sent(channel) == [reply]
+    key = f"discord:{unknown['id']}:{channel['id']}"
+    turns = await stored(store, key, 2)
+    assert turns[0].text == "hello from an unknown server"
+
+    await world.say(denied_channel, f"{world.mention} hello from a denied server")
+    typing = f"/channels/{denied_channel['id']}/typing"
+    await fake.wait_for(lambda r: r.method == "POST" and r.path == typing)  # the adapter took it up
+    async with asyncio.timeout(5):
+        while bot._answering:  # noqa: ASYNC110 - until the engine has decided on it
+            await asyncio.sleep(0.01)
+    assert fake.sent(denied_channel) == []
+    assert await store.count_turns(f"discord:dm:{channel['id']}") == 0
+    assert await store.count_turns(f"discord:{denied['id']}:{denied_channel['id']}") == 0

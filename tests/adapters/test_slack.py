@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -113,13 +114,32 @@ async def history(store, key: str) -> list[tuple[str, str]]:
 # ---- conversations ----
 
 
+async def test_the_first_event_reuses_the_start_up_auth_test_and_is_acked_at_once(fake, engine, store):
+    """Found with a slow `auth.test` (3.5 s): the first event after start waited for a second one before it
+    was acknowledged, past Slack's 3 s. The answer from start-up now serves every event."""
+    adapter = SlackAdapter(engine, slack_config(fake), make_client(BOT_TOKEN, fake.api_url), SIGNING_SECRET)
+    await adapter.check_auth()
+    await adapter.start_socket_mode(APP_TOKEN)
+    await fake.wait_connected()
+    try:
+        fake.slow["auth.test"] = 3.5
+        envelope = await fake.send_event(event_callback(mention("first!"), "Ev1"), wait_for_ack=False)
+        async with asyncio.timeout(2):  # acknowledged well within Slack's 3 s
+            await fake.wait_for(f"ack:{envelope}")
+        await adapter.wait_idle()
+        assert fake.posted == [{"channel": "C1CHAN", "text": "echo: first! (1 turns seen)"}]
+        assert len(fake.calls_to("auth.test")) == 1  # start-up's own
+    finally:
+        await adapter.close()
+
+
 async def test_mention_in_channel_is_acked_then_answered_in_the_channel(fake, bot, store, fake_generator):
     envelope = await fake.send_event(event_callback(mention("hello there"), "Ev1"))
     await bot.wait_idle()
 
     assert [ack["envelope_id"] for ack in fake.acks] == [envelope]
     assert fake.log.index(f"ack:{envelope}") < fake.log.index("call:chat.postMessage")
-    assert fake.calls_to("auth.test"), "bolt authorizes the first event with auth.test"
+    assert len(fake.calls_to("auth.test")) == 1, "without start-up's answer, the first event asks once"
     assert fake.posted == [{"channel": "C1CHAN", "text": "echo: hello there (1 turns seen)"}]
     assert fake_generator.calls == [["hello there"]]  # the <@U0BOT> mention never reaches the model
     assert await history(store, CHANNEL_KEY) == [
@@ -360,6 +380,22 @@ async def test_long_answer_is_split_below_the_limit_in_the_same_thread(fake, bot
     assert {p["thread_ts"] for p in fake.posted} == {"1700000000.000001"}
     assert " ".join(p["text"] for p in fake.posted).split() == long_answer.split()
     assert (await history(store, f"{CHANNEL_KEY}:1700000000.000001"))[-1] == ("bot", long_answer)
+
+
+async def test_a_long_reply_is_never_split_inside_an_html_entity(fake, bot, store, fake_generator):
+    """Found with a reply whose `<` fell at the 3,000-character cut: Slack got `...xyz&` then `lt;xyz...`."""
+    answer = "x" * 2997 + "<xyz " + "fish & chips <b> " * 400
+    fake_generator.replies = [answer]
+    await deliver(fake, bot, mention("a long one please"), "Ev1")
+
+    posted = [p["text"] for p in fake.posted]
+    assert len(posted) >= 3
+    assert all(len(text) <= MESSAGE_LIMIT for text in posted)
+    for text in posted:  # every `&` starts a whole entity, and none is cut at either end
+        assert re.fullmatch(r"(?:[^&<>]|&(?:amp|lt|gt);)*", text), text[:40] + "..." + text[-40:]
+    unescaped = [t.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&") for t in posted]
+    assert "".join(unescaped).replace(" ", "") == answer.replace(" ", "")  # cuts drop only spaces
+    assert (await history(store, CHANNEL_KEY))[-1] == ("bot", answer.strip())
 
 
 async def test_rate_limited_post_is_retried_and_delivered(fake, bot, store):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from bot.core.admission import BUSY
 from storage import NewTurn, Role
-from tests.adapters.fake_slack import direct_message, event_callback, mention
+from tests.adapters.fake_slack import TEAM_ID, direct_message, event_callback, mention
 
 # The fake Slack and the running adapter are test_slack.py's fixtures, imported to be reused (pytest finds
 # them by name).
@@ -64,3 +64,46 @@ async def test_a_flood_through_slack_gets_exactly_one_reply_per_event(fake, bot,
     assert [int(a.split()[2]) for a in answers] == sorted(int(a.split()[2]) for a in answers)
     turns = await store.recent_turns(CHANNEL_KEY, 100)
     assert [t.text for t in turns if t.role is Role.BOT] == answers
+
+
+# ---- scoped authority: a workspace admin administers that workspace ----
+
+OTHER_TEAM = "T0OTHER"
+
+
+async def test_a_workspace_admins_purge_cannot_touch_another_workspaces_turns(fake, bot, store):
+    """U2ADMIN administers the fake's workspace; U1USER also talked in another workspace the bot serves."""
+    fake.users["U2ADMIN"] = {"is_admin": True}
+    other_key = f"slack:{OTHER_TEAM}:C9ELSE"
+    for key in (CHANNEL_KEY, DM_KEY, other_key):
+        await seed(store, key, "U1USER", f"mine in {key}")
+    await deliver(fake, bot, mention("purge <@U1USER>", user="U2ADMIN"), "Ev1")
+    assert fake.posted[0]["text"].startswith("Purged slack:U1USER: 4 stored messages deleted")
+    assert await store.count_turns(CHANNEL_KEY) == await store.count_turns(DM_KEY) == 0
+    assert await store.count_turns(other_key) == 2
+    [entry] = await store.audit_entries()
+    assert (entry.actor, entry.action, entry.target) == ("slack:U2ADMIN", "purge", "slack:U1USER")
+    assert entry.detail == f"scope slack:{TEAM_ID}; 4 turns deleted"
+
+    # The same admin writing in a channel of the other workspace (a shared channel) administers nothing.
+    event = event_callback(mention("purge <@U1USER>", user="U2ADMIN", channel="C9ELSE"), "Ev2")
+    event["team_id"] = OTHER_TEAM
+    event["authorizations"][0]["team_id"] = OTHER_TEAM
+    await fake.send_event(event)
+    await bot.wait_idle()
+    assert fake.posted[1]["text"] == REFUSAL.format("purge")
+    assert await store.count_turns(other_key) == 2
+
+
+async def test_a_configured_operator_purges_across_workspaces(fake, engine, store):
+    from tests.adapters.test_slack import running, slack_config
+
+    other_key = f"slack:{OTHER_TEAM}:C9ELSE"
+    for key in (CHANNEL_KEY, other_key):
+        await seed(store, key, "U1USER", f"mine in {key}")
+    async with running(engine, slack_config(fake, admin_user_ids=["U4OPS"]), fake) as adapter:
+        await deliver(fake, adapter, direct_message("purge U1USER", user="U4OPS"), "Ev1")
+    assert fake.posted[0]["text"].startswith("Purged slack:U1USER: 4 stored messages deleted")
+    assert await store.count_turns(other_key) == 0
+    [entry] = await store.audit_entries()
+    assert entry.detail == "scope slack; 4 turns deleted"

@@ -3,6 +3,8 @@
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from storage import AuditRecord, NewTurn, Role
 
 
@@ -108,3 +110,15 @@ async def test_reset_writes_its_audit_row(store):
     await store.reset_channel("discord:1:a")  # without an audit record: none written
     entries = await store.audit_entries()
     assert [(e.action, e.detail) for e in entries] == [("reset", "2 turns deleted")]
+
+
+async def test_a_scoped_delete_stays_inside_its_prefix_at_whole_key_parts(store):
+    for key in ("discord:1:10", "discord:1:10:7", "discord:12:10", "discord:dm:5", "discord:1"):
+        await store.append_turns(key, [NewTurn(Role.USER, "alice", key), NewTurn(Role.BOT, "bot", "re")])
+    assert await store.delete_user_turns("discord", "alice", within="discord:1") == 6
+    assert await store.count_turns("discord:12:10") == 2
+    assert await store.count_turns("discord:dm:5") == 2
+    assert await store.count_turns("discord:1:10:7") == 0
+    assert await store.delete_user_turns("discord", "alice", within="discord:1%") == 0  # no LIKE wildcards
+    with pytest.raises(ValueError, match="not a discord conversation prefix"):
+        await store.delete_user_turns("discord", "alice", within="slack:T")

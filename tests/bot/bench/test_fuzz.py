@@ -94,7 +94,13 @@ async def test_the_engine_answers_anything_exactly_once_and_stores_it_whole(stor
     engine = make_engine(store, generator, parse_config({"limits": {"max_message_chars": MAX_CHARS}}))
     key = f"fuzz:{next(channel_numbers)}"
     out = Outbox()
-    msg = IncomingMessage(platform="fuzz", channel_key=key, author_id="u", text=text, is_admin=admin)
+    msg = IncomingMessage(
+        platform="fuzz",
+        channel_key=key,
+        author_id="u",
+        text=text,
+        admin_scope="fuzz" if admin else None,
+    )
     reply = await engine.handle(msg, out)
     assert len(out.sent) == 1 and out.sent[0].strip()
     stored = await store.recent_turns(key, 10)

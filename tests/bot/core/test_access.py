@@ -14,7 +14,7 @@ def msg(text, channel="discord:1:10", author="alice", admin=False, platform="dis
         channel_key=channel,
         author_id=author,
         text=text,
-        is_admin=admin,
+        admin_scope=platform if admin is True else (admin or None),
         mentioned_users=mentions,
     )
 

@@ -3,13 +3,14 @@
 The rule under test: a non-admin cannot reset, purge or read another user's history by any command.
 """
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from bot.core.commands import COMMANDS, PendingConfirmations, parse_command, parse_invocation
 from bot.core.message import IncomingMessage
-from bot.testing import Outbox
+from bot.testing import Outbox, ScriptedGenerator, make_engine
 
 
 def msg(text, channel="discord:1:10", author="alice", admin=False, platform="discord", mentions=()):
@@ -18,7 +19,7 @@ def msg(text, channel="discord:1:10", author="alice", admin=False, platform="dis
         channel_key=channel,
         author_id=author,
         text=text,
-        is_admin=admin,
+        admin_scope=platform if admin is True else (admin or None),
         mentioned_users=mentions,
     )
 
@@ -133,26 +134,49 @@ async def test_the_confirmation_expires(engine, store, monkeypatch):
 # ---- admin commands and the audit log ----
 
 
-async def test_purge_by_an_admin_deletes_that_users_turns_everywhere_and_is_audited(engine, store):
+async def test_an_operators_purge_deletes_that_users_turns_platform_wide_and_is_audited(engine, store):
     await seed(engine)
     # The adapter lists who a message mentions; the core never parses a platform's mention syntax.
     answer = await chat(
-        engine, "purge <@!bob>", author="mod", admin=True, channel="discord:1:20", mentions=("bob",)
+        engine, "purge <@!bob>", author="mod", admin="discord", channel="discord:1:20", mentions=("bob",)
     )
     assert "Purged discord:bob: 4 stored messages deleted" in answer
     assert await texts(store, "discord:1:10") == ["alice secret one", "echo: alice secret one (1 turns seen)"]
     assert await store.count_turns("discord:2:30") == 0
     [entry] = await store.audit_entries()
     assert (entry.actor, entry.action, entry.target) == ("discord:mod", "purge", "discord:bob")
+    assert entry.detail == "scope discord; 4 turns deleted"
     assert entry.at.replace(tzinfo=UTC) > datetime.now(UTC) - timedelta(minutes=1)
 
 
-async def test_reset_is_audited_with_who_when_and_what(engine, store):
+async def test_a_server_managers_purge_deletes_only_inside_that_server(engine, store):
     await seed(engine)
-    await chat(engine, "reset", author="mod", admin=True)
+    await chat(engine, "bob in server 12", channel="discord:12:40", author="bob")  # `discord:1` is no prefix
+    answer = await chat(engine, "purge bob", author="mod", admin="discord:1", channel="discord:1:20")
+    assert "Purged discord:bob: 2 stored messages deleted" in answer and "under discord:1." in answer
+    assert await store.count_turns("discord:1:10") == 2  # alice's exchange stays
+    assert await texts(store, "discord:2:30") == ["bob elsewhere", "echo: bob elsewhere (1 turns seen)"]
+    assert await store.count_turns("discord:12:40") == 2
+    [entry] = await store.audit_entries()
+    assert (entry.actor, entry.action, entry.target) == ("discord:mod", "purge", "discord:bob")
+    assert entry.detail == "scope discord:1; 2 turns deleted"
+
+
+@pytest.mark.parametrize("command", ["purge bob", "reset"])
+async def test_an_admin_of_one_server_is_refused_in_another(engine, store, command):
+    await seed(engine)
+    answer = await chat(engine, command, author="mod", admin="discord:1", channel="discord:2:30")
+    assert answer == f"Sorry, only admins can use `{command.split()[0]}` here."
+    assert await store.count_turns("discord:2:30") == 2
+    assert await store.audit_entries() == []
+
+
+async def test_reset_is_audited_with_who_when_what_and_the_scope(engine, store):
+    await seed(engine)
+    await chat(engine, "reset", author="mod", admin="discord:1")
     [entry] = await store.audit_entries()
     assert (entry.actor, entry.action, entry.target) == ("discord:mod", "reset", "discord:1:10")
-    assert entry.detail == "4 turns deleted"
+    assert entry.detail == "scope discord:1; 4 turns deleted"
 
 
 async def test_purge_without_a_user_shows_its_usage(engine, store):
@@ -190,3 +214,23 @@ def test_pending_confirmations_are_per_command_platform_and_user_and_expire():
     pending.ask("forget me", "discord", "alice")
     now[0] = 301
     assert not pending.confirm("forget me", "discord", "alice") and len(pending) == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("/srv/models/dialogpt-int8", "dialogpt-int8"),
+        ("/srv/models/dialogpt-int8/", "dialogpt-int8"),
+        ("~/models/mine", "mine"),
+        ("./models/mine", "mine"),
+        ("C:\\models\\mine", "mine"),
+        ("microsoft/DialoGPT-medium", "microsoft/DialoGPT-medium"),
+    ],
+)
+async def test_status_never_shows_where_the_model_lives_on_disk(store, config, name, shown):
+    generator = ScriptedGenerator()
+    generator.info = replace(generator.info, name=name, source=name)
+    answer = await chat(make_engine(store, generator, config), "status")
+    assert answer.startswith(f"Model: {shown} · ")
+    if shown != name:
+        assert name.rstrip("/\\") not in answer and "models" not in answer

@@ -3,6 +3,8 @@
 import asyncio
 from datetime import UTC, datetime
 
+import pytest
+
 from bot.core.engine import EMPTY_MESSAGE_HINT, GENERATION_FAILED, MODEL_SERVER_DOWN
 from bot.core.message import IncomingMessage, ReplyKind
 from bot.errors import GenerationUnavailable
@@ -13,7 +15,13 @@ from storage import Role, StoredTurn, open_store
 
 
 def msg(text, channel="console:a", author="u1", admin=False):
-    return IncomingMessage(platform="test", channel_key=channel, author_id=author, text=text, is_admin=admin)
+    return IncomingMessage(
+        platform="test",
+        channel_key=channel,
+        author_id=author,
+        text=text,
+        admin_scope=channel.split(":")[0] if admin else None,
+    )
 
 
 async def test_reply_is_sent_and_the_exchange_stored(engine, store):
@@ -141,6 +149,16 @@ async def test_two_empty_replies_become_the_fallback(engine, fake_generator, con
     await engine.handle(msg("hi"), out)
     assert out.sent == [config.generation.fallback_reply]
     assert (await store.recent_turns("console:a", 2))[-1].text == config.generation.fallback_reply
+
+
+@pytest.mark.parametrize("invisible", ["\u200b", "\u200b\u2060 \u200e", "\ufeff\n\u200d"])
+async def test_a_reply_of_only_invisible_characters_is_empty_too(engine, fake_generator, config, invisible):
+    """Found with a model that answered a zero-width space: it was posted as an invisible message."""
+    fake_generator.replies = [invisible, invisible]
+    out = Outbox()
+    await engine.handle(msg("hi"), out)
+    assert out.sent == [config.generation.fallback_reply]
+    assert len(fake_generator.calls) == 2
 
 
 async def test_a_failed_send_stores_nothing(engine, store):

@@ -17,7 +17,13 @@ from tests.waiting import eventually
 
 
 def msg(text, channel="console:a", author="u1", admin=False):
-    return IncomingMessage(platform="test", channel_key=channel, author_id=author, text=text, is_admin=admin)
+    return IncomingMessage(
+        platform="test",
+        channel_key=channel,
+        author_id=author,
+        text=text,
+        admin_scope=channel.split(":")[0] if admin else None,
+    )
 
 
 class ChannelFaultGenerator(FakeGenerator):

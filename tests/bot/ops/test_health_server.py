@@ -139,14 +139,16 @@ async def test_errors_are_counted_by_kind(health_config, store, fake_generator, 
     )
 
 
-async def test_the_healthcheck_command_follows_healthz(health_config, capsys):
+async def test_the_healthcheck_command_follows_healthz(health_config, store, capsys):
     assert await asyncio.to_thread(healthcheck, health_config) == 1  # nothing listening yet
     assert "no answer from" in capsys.readouterr().out
     operations = await start_operations(health_config, [])
     try:
         assert await asyncio.to_thread(healthcheck, health_config) == 1
-        assert "model: loading" in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert "model: loading" in out and "storage: starting" in out
         operations.model_loaded()
+        operations.attach_store(store)  # the database opened
         assert await asyncio.to_thread(healthcheck, health_config) == 0
         assert capsys.readouterr().out.strip() == "ok"
     finally:

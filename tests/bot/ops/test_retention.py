@@ -20,7 +20,7 @@ def msg(text, channel="discord:1:10", author="alice", admin=False, platform="dis
         channel_key=channel,
         author_id=author,
         text=text,
-        is_admin=admin,
+        admin_scope=platform if admin is True else (admin or None),
         mentioned_users=mentions,
     )
 
@@ -96,4 +96,8 @@ async def test_the_bot_applies_retention_on_a_schedule_while_it_serves(store):
 
 
 def test_no_retention_schedule_runs_when_retention_is_off(store):
-    assert background_jobs(store, parse_config({})) == []
+    jobs = background_jobs(store, parse_config({}))
+    names = [job.__name__ for job in jobs]
+    for job in jobs:
+        job.close()
+    assert names == ["watch_storage"]
