@@ -29,7 +29,7 @@ class ReplyFilter(Protocol):
         """Whether `text` may be shown (a reply) or answered (a message) in `channel_key`."""
 
     def describe(self, channel_key: str) -> str:
-        """One line for `status`: whether the filter is on in `channel_key`, and how strict it is."""
+        """A phrase for `status`: whether the filter is on in `channel_key`, and how strict it is."""
 
     async def close(self) -> None: ...
 
@@ -41,7 +41,7 @@ class NoFilter:
         return PASSED
 
     def describe(self, channel_key: str) -> str:
-        return "Safety filter: off"
+        return "safety filter off"
 
     async def close(self) -> None:
         pass

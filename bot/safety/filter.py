@@ -70,13 +70,13 @@ class SafetyFilter:
         threshold = self.threshold_for(channel_key)
         classifier_on = self.classifier is not None and threshold < CLASSIFIER_OFF
         if not classifier_on and not len(self.blocklist):
-            return "Safety filter: off"
+            return "safety filter off"
         parts = []
         if classifier_on:
             parts.append(f"{self.classifier.name}, threshold {threshold:.2f} here (lower is stricter)")
         if len(self.blocklist):
             parts.append(f"blocklist of {len(self.blocklist)}")
-        return "Safety filter: on, " + " + ".join(parts)
+        return "safety filter on: " + " + ".join(parts)
 
     async def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

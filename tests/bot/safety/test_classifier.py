@@ -73,7 +73,7 @@ def test_thresholds_per_conversation(profanity_check):
     assert (verdict.flagged, verdict.reason) == (True, "classifier")
     assert "fucking" not in verdict.detail and "idiot" not in verdict.detail
     assert "threshold 0.50" in f.describe("discord:1:42")
-    assert f.describe("slack:T1:C1") == "Safety filter: on, blocklist of 1"
+    assert f.describe("slack:T1:C1") == "safety filter on: blocklist of 1"
 
 
 def test_the_labelled_set_is_what_the_docs_say():
