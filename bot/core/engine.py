@@ -7,6 +7,10 @@ prompts. When no reply could be generated (the model failed or timed out, a remo
 the user gets an apology and their turn is stored alone: what people said is never lost, and the next
 prompt includes it.
 
+Between generation and delivery every model reply passes the safety filter (`ReplyFilter`, in
+bot/core/safety.py): a flagged reply is generated again, then replaced by a neutral fallback, and is never
+sent nor stored.
+
 Before a message costs anything, `AccessPolicy` decides whether it is answered at all and `Admission` whether
 it is answered now (bounded pending generations, cooldowns, rates). Every fault on the way (the model
 raising or timing out, the database failing a read or a write, the platform refusing a send) ends in one
