@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first, pinned: on our machines this is a local CPU build; an unpinned torch pulls CUDA (GBs).
 	$(PY) -m pip install --quiet torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	# The demo model's corpus, the bench's plot, and the small ctranslate2 and openai backends (tested in CI).
-	$(PY) -m pip install --quiet -e ".[dev,demo,bench,ctranslate2,openai]"
+	# The demo model's corpus, the bench's plot, the small ctranslate2 and openai backends (tested in CI), the
+	# default safety classifier, and Detoxify's code (small; its weights are downloaded only when configured).
+	$(PY) -m pip install --quiet -e ".[dev,demo,bench,ctranslate2,openai,safety,detoxify]"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -49,7 +50,7 @@ $(IPEX_STAMP): pyproject.toml
 	$(IPEX_VENV)/bin/python -m pip install --quiet --upgrade pip
 	# PyPI's torch 2.8 is a CUDA build (about 7 GB with IPEX); PyTorch's CPU index is far smaller where reachable.
 	$(IPEX_VENV)/bin/python -m pip install --quiet torch==2.8.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(IPEX_VENV)/bin/python -m pip install --quiet -e ".[dev,ipex,ctranslate2,openai]"
+	$(IPEX_VENV)/bin/python -m pip install --quiet -e ".[dev,ipex,ctranslate2,openai,safety]"
 	touch $(IPEX_STAMP)
 
 ipex: $(IPEX_STAMP)

@@ -7,6 +7,7 @@ a typo should stop start-up, not be silently ignored. Any error becomes one line
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
@@ -235,6 +236,48 @@ class HealthConfig(_Section):
     port: Annotated[int, Field(ge=1, le=65535)] = 9464
 
 
+class SafetyConfig(_Section):
+    """What the bot may say, and what it answers (README "Safety filter")."""
+
+    classifier: Literal["profanity_check", "detoxify", "none"] = "profanity_check"
+    """Scores each reply 0-1: `profanity_check` (offline, extra `safety`, installed by `make setup`),
+    `detoxify` (transformers, extra `detoxify`, weights downloaded on first use) or `none`."""
+    threshold: Annotated[float, Field(ge=0, le=1)] = 0.8
+    """A reply scoring at least this is not sent; lower is stricter; 1 turns the classifier off."""
+    channel_thresholds: dict[str, Annotated[float, Field(ge=0, le=1)]] = {}
+    """Per conversation: a key or prefix (like `access.allow_channels`) -> its threshold; the longest wins."""
+    blocklist: list[str] = []
+    """Words or phrases never sent, matched as whole words after normalization; `word*` for a stem,
+    `re:<regex>` for a pattern."""
+    regenerations: Annotated[int, Field(ge=0, le=10)] = 2
+    """A flagged reply is generated again (a fresh sample) up to this many times, then `fallback_reply`."""
+    fallback_reply: str = Field("Let's talk about something else.", min_length=1)
+    check_input: bool = False
+    """Check incoming messages too: a flagged one is not answered by the model nor kept as context."""
+    input_action: Literal["reply", "ignore"] = "reply"
+    input_reply: str = Field("I'd rather not answer that. Let's keep it friendly.", min_length=1)
+    log_text: bool = False
+    """Put the flagged text in the log and the audit log; off: only where, when and why."""
+    detoxify_model: Literal["original", "unbiased", "multilingual", "original-small", "unbiased-small"] = (
+        "original"
+    )
+    detoxify_checkpoint: str = ""
+    """A local Detoxify checkpoint (`.ckpt`) instead of downloading one."""
+    detoxify_config_dir: str = ""
+    """A local directory with the checkpoint's Hugging Face config and tokenizer, for machines offline."""
+
+    @field_validator("blocklist")
+    @classmethod
+    def _patterns_compile(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            if entry.strip().startswith("re:"):
+                try:
+                    re.compile(entry.strip()[3:])
+                except re.error as exc:
+                    raise ValueError(f"{entry!r} is not a valid regular expression: {exc}") from None
+        return entries
+
+
 class Config(_Section):
     model: ModelConfig = ModelConfig()
     generation: GenerationConfig = GenerationConfig()
@@ -250,6 +293,7 @@ class Config(_Section):
     openai: OpenAIConfig = OpenAIConfig()
     logging: LoggingConfig = LoggingConfig()
     health: HealthConfig = HealthConfig()
+    safety: SafetyConfig = SafetyConfig()
 
     @model_validator(mode="after")
     def _remote_retries_fit_the_reply_timeout(self) -> Config:

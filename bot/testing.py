@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from bot.config import Config
 from bot.core.engine import ChatEngine
 from bot.core.generator import ModelInfo, ProjectionCounts
+from bot.core.safety import ReplyFilter
 from bot.generation.prompt import prompt_turns
 from storage.types import HistoryStore
 
@@ -74,6 +75,14 @@ class Outbox:
         self.sent.append(text)
 
 
-def make_engine(store: HistoryStore, generator: ScriptedGenerator | object, config: Config) -> ChatEngine:
-    """An engine wired as `dialobot run` wires it (DialoGPT's turn rule), around the given parts."""
-    return ChatEngine(store, generator, config, turn_rule=prompt_turns)  # type: ignore[arg-type]
+def make_engine(
+    store: HistoryStore,
+    generator: ScriptedGenerator | object,
+    config: Config,
+    reply_filter: ReplyFilter | None = None,
+) -> ChatEngine:
+    """An engine wired as `dialobot run` wires it (DialoGPT's turn rule), around the given parts; a safety
+    filter only when one is given (`bot.safety.build_filter(config.safety)` builds the configured one)."""
+    return ChatEngine(  # type: ignore[arg-type]
+        store, generator, config, turn_rule=prompt_turns, reply_filter=reply_filter
+    )

@@ -194,6 +194,10 @@ class SqlHistoryStore:
                 _add_audit(session, audit, f"{deleted} turns deleted")
         return deleted
 
+    async def record_audit(self, audit: AuditRecord) -> None:
+        async with self._sessions.begin() as session:
+            _add_audit(session, audit, "")
+
     async def audit_entries(self, limit: int = 100) -> list[AuditEntry]:
         self._usable()
         query = select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)
@@ -232,7 +236,7 @@ def _rowcount(result: Any) -> int:
 
 def _add_audit(session: AsyncSession, audit: AuditRecord | None, outcome: str) -> None:
     if audit is not None:
-        detail = f"{audit.detail}; {outcome}" if audit.detail else outcome
+        detail = "; ".join(part for part in (audit.detail, outcome) if part)
         session.add(AuditRow(actor=audit.actor, action=audit.action, target=audit.target, detail=detail))
         logger.info("audit: %s by %s on %s: %s", audit.action, audit.actor, audit.target, detail)
 

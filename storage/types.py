@@ -35,7 +35,8 @@ class StoredTurn:
 
 @dataclass(frozen=True, slots=True)
 class AuditRecord:
-    """Who did what to which data; stored with the deletion it describes, in the same transaction."""
+    """Who did what to which data; stored with the deletion it describes, in the same transaction (or alone,
+    `record_audit`, for an event that deletes nothing)."""
 
     actor: str
     action: str
@@ -74,6 +75,9 @@ class HistoryStore(Protocol):
 
     async def delete_turns_before(self, cutoff: datetime, audit: AuditRecord | None = None) -> int:
         """Delete every turn stored before `cutoff`; `audit` is recorded only if something was deleted."""
+
+    async def record_audit(self, audit: AuditRecord) -> None:
+        """Add one audit log entry on its own (an event that deletes nothing, such as a filtered reply)."""
 
     async def audit_entries(self, limit: int = 100) -> list[AuditEntry]:
         """The latest audit log entries, newest first."""

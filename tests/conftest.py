@@ -106,3 +106,11 @@ def tiny_model_dir(tmp_path_factory):
         train=TrainConfig(epochs=6, batch_size=16, learning_rate=3e-3, seed=0, threads=1),
     )
     return ensure_demo_model(recipe, root=cache_dir() / "test-models", progress=False)
+
+
+@pytest.fixture(scope="session")
+def profanity_check():
+    """The default safety classifier, the real one (loaded once: importing it takes seconds)."""
+    from bot.safety.classifiers import ProfanityCheck
+
+    return ProfanityCheck()

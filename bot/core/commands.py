@@ -19,10 +19,11 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bot.core.generator import ModelInfo
 from bot.core.message import IncomingMessage
+from bot.core.safety import NoFilter, ReplyFilter
 from storage.types import AuditRecord, HistoryStore
 
 COMMAND_PREFIXES = "/!"
@@ -66,6 +67,7 @@ class CommandContext:
     store: HistoryStore
     model: ModelInfo
     confirmations: PendingConfirmations
+    safety: ReplyFilter = field(default_factory=NoFilter)
 
     def audit(self, action: str, target: str, detail: str = "") -> AuditRecord:
         """The audit row for `action` by this message's author (with the author's admin scope, if any)."""
@@ -154,14 +156,17 @@ async def _status(ctx: CommandContext) -> str:
     info = ctx.model
     return (
         f"Model: {info.public_name} · backend {info.backend} · {', '.join(info.details())} · "
-        f"turns stored in this conversation: {turns}"
+        f"{ctx.safety.describe(ctx.message.channel_key)} · turns stored in this conversation: {turns}"
     )
 
 
 COMMANDS: tuple[Command, ...] = (
     Command("help", "list the commands", admin_only=False, handler=_help),
     Command(
-        "status", "show the model, its quantization and this conversation's stored turns", False, _status
+        "status",
+        "show the model, its quantization, this conversation's stored turns and the safety filter",
+        False,
+        _status,
     ),
     Command("reset", "forget this conversation's history", admin_only=True, handler=_reset),
     Command(

@@ -7,6 +7,10 @@ prompts. When no reply could be generated (the model failed or timed out, a remo
 the user gets an apology and their turn is stored alone: what people said is never lost, and the next
 prompt includes it.
 
+Between generation and delivery every model reply passes the safety filter (`ReplyFilter`, in
+bot/core/safety.py): a flagged reply is generated again, then replaced by a neutral fallback, and is never
+sent nor stored.
+
 Before a message costs anything, `AccessPolicy` decides whether it is answered at all and `Admission` whether
 it is answered now (bounded pending generations, cooldowns, rates). Every fault on the way (the model
 raising or timing out, the database failing a read or a write, the platform refusing a send) ends in one
@@ -30,9 +34,10 @@ from bot.core.commands import CommandContext, PendingConfirmations, parse_invoca
 from bot.core.generator import Generator, TurnRule, plain_turns
 from bot.core.keyed_lock import KeyedLock
 from bot.core.message import IncomingMessage, Reply, ReplyKind, Send
+from bot.core.safety import NoFilter, ReplyFilter, Verdict
 from bot.core.sanitize import is_blank, storable_text
 from bot.errors import GenerationUnavailable
-from storage.types import HistoryStore, NewTurn, Role
+from storage.types import AuditRecord, HistoryStore, NewTurn, Role
 
 logger = logging.getLogger(__name__)
 
@@ -62,10 +67,13 @@ class ChatEngine:
         config: Config,
         *,
         turn_rule: TurnRule = plain_turns,
+        reply_filter: ReplyFilter | None = None,
     ) -> None:
         self.store = store
         self.generator = generator
         self.config = config
+        self.safety: ReplyFilter = reply_filter or NoFilter()
+        """What every model reply (and, with `safety.check_input`, every message) passes before it is used."""
         self.turn_rule = turn_rule
         """How the stored history and the new message become the model's turns (the model family's rule)."""
         self._channels = KeyedLock()
@@ -121,6 +129,7 @@ class ChatEngine:
                     store=self.store,
                     model=self.generator.info,
                     confirmations=self.confirmations,
+                    safety=self.safety,
                 )
                 answer = await command.handler(context)
             except Exception:
@@ -132,6 +141,11 @@ class ChatEngine:
     async def _chat(self, msg: IncomingMessage, text: str, send: Send) -> Reply:
         started = time.perf_counter()
         text, cut = cut_to_limit(text, self.config.limits.max_message_chars)
+        if self.config.safety.check_input and (await self._check(msg, text, "input")).flagged:
+            # Neither answered by the model nor stored: it never becomes context for later replies.
+            if self.config.safety.input_action == "ignore":
+                return Reply(text="", kind=ReplyKind.IGNORED, delivered=False)
+            return await self._deliver(msg, send, self.config.safety.input_reply, ReplyKind.NOTICE)
         try:
             history = await self.store.recent_turns(msg.channel_key, self.config.history.max_turns)
         except Exception:
@@ -141,7 +155,7 @@ class ChatEngine:
         turns = self.turn_rule(history, text)
         try:
             async with asyncio.timeout(self.config.generation.timeout_seconds or None):
-                answer = await self._generate(turns)
+                answer = await self._acceptable_answer(msg, turns)
         except TimeoutError:
             metrics.ERRORS.labels(kind="generation_timeout").inc()
             logger.warning(
@@ -227,6 +241,56 @@ class ChatEngine:
                 return answer
         logger.info("model gave an empty reply twice; using the fallback reply")
         return self.config.generation.fallback_reply
+
+    async def _acceptable_answer(self, msg: IncomingMessage, turns: list[str]) -> str:
+        """A reply that passed the safety filter: a flagged one is generated again (a fresh sample) up to
+        `safety.regenerations` times, then replaced by `safety.fallback_reply`. Flagged text is never
+        returned, so it is never sent nor stored."""
+        settings = self.config.safety
+        # Greedy decoding would give the same reply again: straight to the fallback.
+        attempts = 1 + (settings.regenerations if self.config.generation.do_sample else 0)
+        for attempt in range(attempts):
+            answer = await self._generate(turns)
+            if not (await self._check(msg, answer, "reply")).flagged:
+                if attempt:
+                    logger.info(
+                        "reply in %s passed the safety filter after %d regenerations",
+                        msg.channel_key,
+                        attempt,
+                    )
+                return answer
+        logger.info(
+            "no acceptable reply in %s after %d attempts; sent the fallback", msg.channel_key, attempts
+        )
+        return settings.fallback_reply
+
+    async def _check(self, msg: IncomingMessage, text: str, what: str) -> Verdict:
+        """The safety filter's verdict on a reply or an input, counted and audited when flagged.
+
+        A reply that cannot be checked (the filter raised) counts as flagged: unchecked text is never sent.
+        A message that cannot be checked is answered (its reply is still checked).
+        """
+        try:
+            verdict = await self.safety.check(text, msg.channel_key)
+        except Exception:
+            metrics.ERRORS.labels(kind="safety").inc()
+            logger.exception("the safety filter failed on a %s in %s", what, msg.channel_key)
+            if what == "input":
+                return Verdict(flagged=False)
+            verdict = Verdict(flagged=True, reason="error", detail="the check failed")
+        if not verdict.flagged:
+            return verdict
+        metrics.SAFETY_FILTERED.labels(what=what, reason=verdict.reason).inc()
+        detail = verdict.detail
+        if self.config.safety.log_text:
+            detail = f"{detail}; text: {text!r}"
+        target = msg.channel_key if what == "reply" else f"{msg.channel_key} {msg.platform}:{msg.author_id}"
+        try:
+            await self.store.record_audit(AuditRecord("safety", f"filtered {what}", target, detail))
+        except Exception:
+            metrics.ERRORS.labels(kind="storage").inc()
+            logger.exception("could not record a filtered %s in the audit log", what)
+        return verdict
 
     async def _deliver(self, msg: IncomingMessage, send: Send, text: str, kind: ReplyKind) -> Reply:
         try:

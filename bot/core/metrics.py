@@ -4,8 +4,9 @@ They live in their own registry (not prometheus-client's global one), so `/metri
 and nothing a library happened to register. Names follow Prometheus conventions: `_total` for counters,
 base units (seconds) for durations.
 
-Who observes what: the engine counts messages, replies, errors and generation latency; the batching
-scheduler observes `BATCH_SIZE` and `QUEUE_DEPTH`; the health server sets `HISTORY_ROWS` when scraped.
+Who observes what: the engine counts messages, replies, errors, generation latency and what the safety
+filter stopped; the batching scheduler observes `BATCH_SIZE` and `QUEUE_DEPTH`; the health server sets
+`HISTORY_ROWS` when scraped.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ REPLIES_SENT = Counter(
 )
 ERRORS = Counter(
     "dialobot_errors",
-    "Failures by kind: generation, generation_timeout, send (platform refused), storage, command.",
+    "Failures by kind: generation, generation_timeout, send (platform refused), storage, command, safety "
+    "(the safety filter raised).",
     ["kind"],
     registry=REGISTRY,
 )
@@ -64,6 +66,13 @@ BATCH_SIZE = Histogram(
 HISTORY_ROWS = Gauge(
     "dialobot_history_rows",
     "Stored conversation turns, all channels (read from the database when scraped).",
+    registry=REGISTRY,
+)
+SAFETY_FILTERED = Counter(
+    "dialobot_safety_filtered",
+    "Texts the safety filter stopped, by what (reply: a model reply; input: a user's message) and why "
+    "(classifier, blocklist, error: the check itself failed).",
+    ["what", "reason"],
     registry=REGISTRY,
 )
 

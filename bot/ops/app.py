@@ -24,6 +24,7 @@ from bot.ops.health_server import start_operations
 from bot.ops.retention import run_retention
 from bot.ops.shutdown import StopSignals, serve_until_stopped
 from bot.ops.storage_health import watch_storage
+from bot.safety import build_filter
 from storage import HistoryStore, open_store
 
 
@@ -44,13 +45,15 @@ async def serve(config: Config, adapters: list[str]) -> None:
     signals = StopSignals()
     # The database first: a bad URL or a schema to upgrade is reported before minutes of model loading.
     store = await open_store(config.storage.resolve_url(), setting=config.storage.setting())
-    operations = generator = None
+    operations = generator = reply_filter = None
     try:
         operations = await start_operations(config, adapters)  # /healthz answers "model: loading" meanwhile
         operations.attach_store(store)
+        # The safety filter before the model: a missing classifier is reported in seconds, not minutes.
+        reply_filter = await in_daemon_thread(build_filter, config.safety)
         generator = build_generator(await in_daemon_thread(load_backend, config), config)
         operations.model_loaded()
-        engine = ChatEngine(store, generator, config, turn_rule=prompt_turns)
+        engine = ChatEngine(store, generator, config, turn_rule=prompt_turns, reply_filter=reply_filter)
         await serve_until_stopped(
             engine, serve_all(engine, config, adapters), signals, background_jobs(store, config)
         )
@@ -61,6 +64,8 @@ async def serve(config: Config, adapters: list[str]) -> None:
     finally:
         if generator is not None:
             await generator.close()
+        if reply_filter is not None:
+            await reply_filter.close()
         await store.close()
         if operations is not None:
             await operations.close()

@@ -17,6 +17,8 @@ from adapters.discord import MESSAGE_LIMIT, DiscordBot, serve
 from bot.config import parse_config
 from bot.core.engine import EMPTY_MESSAGE_HINT, GENERATION_FAILED
 from bot.errors import ConfigError, DialobotError
+from bot.safety.blocklist import Blocklist
+from bot.safety.filter import SafetyFilter
 from bot.testing import make_engine
 from storage import NewTurn, Role
 from tests.adapters.fake_discord import ADMINISTRATOR, MANAGE_GUILD, FakeDiscord, Request, point_discord_py_at
@@ -521,3 +523,40 @@ async def test_serve_runs_until_cancelled(monkeypatch, fake, world, store, fake_
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+# ---- the safety filter, with the real offline classifier ----
+
+OFFENSIVE = ["You're a fucking idiot.", "Shut the fuck up, moron.", "Go fuck yourself."]
+
+
+async def test_offensive_model_output_never_reaches_discord(
+    fake, world, store, fake_generator, profanity_check
+):
+    config = parse_config({"discord": {"enabled": True}, "history": {"max_turns": 10}})
+    engine = make_engine(store, fake_generator, config, SafetyFilter(profanity_check, 0.8, Blocklist([])))
+    bot = DiscordBot(engine, config.discord, guild_ready_timeout=0.05)
+    task = asyncio.create_task(bot.run_until_closed(fake.token))
+    try:
+        await asyncio.wait_for(bot.wait_until_ready(), timeout=5)
+        fake_generator.replies = [*OFFENSIVE, "This song is sick!"]
+        await world.say(world.general, f"{world.mention} say something rude")
+        [fallback] = await world.replies(world.general)
+        await world.say(world.general, f"{world.mention} and now?")
+        [_, benign] = await world.replies(world.general, count=2)
+        turns = await stored(store, world.key(world.general), 4)
+    finally:
+        await bot.close()
+        await asyncio.wait_for(task, timeout=5)
+
+    assert fallback["content"] == config.safety.fallback_reply
+    assert benign["content"] == "This song is sick!"  # a benign reply passes unchanged
+    assert len(fake_generator.calls) == 4  # the first reply, 2 regenerations, then the next message's
+    sent = " ".join(str(r.body) for r in fake.requests).lower()  # everything the bot sent Discord
+    assert not [word for word in ("fuck", "idiot", "moron") if word in sent]
+    assert [(t.role, t.text) for t in turns] == [
+        (Role.USER, "say something rude"),
+        (Role.BOT, config.safety.fallback_reply),
+        (Role.USER, "and now?"),
+        (Role.BOT, "This song is sick!"),
+    ]

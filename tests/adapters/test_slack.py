@@ -25,6 +25,8 @@ from adapters.slack import MESSAGE_LIMIT, SlackAdapter, make_client
 from bot.config import Config, parse_config
 from bot.core.engine import ChatEngine
 from bot.errors import ConfigError, DialobotError
+from bot.safety.blocklist import Blocklist
+from bot.safety.filter import SafetyFilter
 from bot.testing import make_engine
 from storage import NewTurn, Role, open_store
 from tests.adapters import fake_slack
@@ -500,3 +502,39 @@ def test_manifest_enables_socket_mode_and_the_events_the_adapter_handles():
     scopes = set(manifest["oauth_config"]["scopes"]["bot"])
     assert {"app_mentions:read", "chat:write", "im:history", "users:read"} <= scopes
     assert manifest["features"]["app_home"]["messages_tab_enabled"] is True
+
+
+# ---- the safety filter, with the real offline classifier ----
+
+OFFENSIVE = ["You're a fucking idiot.", "Shut the fuck up, moron.", "Go fuck yourself."]
+
+
+async def test_offensive_model_output_never_reaches_slack(fake, store, fake_generator, profanity_check):
+    config = parse_config(
+        {
+            "history": {"max_turns": 10},
+            "slack": {"enabled": True, "api_url": fake.api_url},
+            "safety": {"check_input": True, "input_action": "ignore"},
+        }
+    )
+    engine = make_engine(store, fake_generator, config, SafetyFilter(profanity_check, 0.8, Blocklist([])))
+    fake_generator.replies = [*OFFENSIVE, "I could kill for a coffee right now."]
+    async with running(engine, config, fake) as bot:
+        await deliver(fake, bot, mention("say something rude", ts="1700000001.000100"), "Ev1")
+        await deliver(fake, bot, mention("you stupid fucking bot", ts="1700000002.000100"), "Ev2")
+        await deliver(fake, bot, mention("and now?", ts="1700000003.000100"), "Ev3")
+
+    assert [p["text"] for p in fake.posted] == [
+        config.safety.fallback_reply,
+        "I could kill for a coffee right now.",  # a benign reply passes unchanged
+    ]  # the flagged message was ignored: no reply at all
+    assert len(fake_generator.calls) == 4  # the first reply, 2 regenerations, then "and now?"
+    assert fake_generator.calls[-1] == ["say something rude", config.safety.fallback_reply, "and now?"]
+    sent = " ".join(str(call) for call in fake.calls).lower()  # every Web API call the bot made
+    assert not [word for word in ("fuck", "idiot", "moron") if word in sent]
+    assert await history(store, CHANNEL_KEY) == [
+        ("user", "say something rude"),
+        ("bot", config.safety.fallback_reply),
+        ("user", "and now?"),
+        ("bot", "I could kill for a coffee right now."),
+    ]

@@ -5,7 +5,7 @@ import sqlite3
 
 import pytest
 
-from storage import NewTurn, Role, open_store
+from storage import AuditRecord, NewTurn, Role, open_store
 
 
 def turn(text, role=Role.USER, author="u1"):
@@ -131,3 +131,12 @@ def test_many_processes_switching_a_new_database_to_wal_all_succeed(tmp_path):
         for thread in threads:
             thread.join()
     assert failures == []
+
+
+async def test_an_audit_entry_on_its_own(store):
+    await store.append_turns("c1", [turn("hello")])
+    await store.record_audit(AuditRecord("safety", "filtered reply", "c1", "profanity_check 0.97 >= 0.80"))
+    [entry] = await store.audit_entries()
+    assert (entry.actor, entry.action, entry.target) == ("safety", "filtered reply", "c1")
+    assert entry.detail == "profanity_check 0.97 >= 0.80"
+    assert await store.count_turns("c1") == 1  # nothing deleted
