@@ -1,6 +1,7 @@
 """The console adapter: chat with the bot in a terminal, or feed it lines through a pipe.
 
-The console user owns the machine, so they are an admin. `/quit` (or end of input) ends the chat.
+The console user owns the machine, so they are an admin. `/quit` (or end of input) ends the chat. A line
+the last run took on but never answered (it was stopped first) is answered when the chat starts again.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import TextIO
 
 from bot.config import Config
 from bot.core.engine import ChatEngine
-from bot.core.message import IncomingMessage, conversation_key
+from bot.core.message import IncomingMessage, Send, conversation_key
 from bot.ops.readiness import readiness
 
 PROMPT = ">> You: "
@@ -46,6 +47,10 @@ class ConsoleAdapter:
         self.stdout.write(f"{REPLY_PREFIX}{text}\n")
         self.stdout.flush()
 
+    def sender_for(self, message: IncomingMessage) -> Send | None:
+        """A line left unanswered by the last run is answered here, if it was this conversation's."""
+        return self.send if message.channel_key == self.key else None
+
     async def run(self) -> None:
         """Read lines and print the replies until `/quit`, end of input, or `stop`."""
         interactive = self.stdin.isatty()
@@ -53,6 +58,7 @@ class ConsoleAdapter:
         threading.Thread(
             target=_read_lines, args=(self.stdin, loop, self._queue), daemon=True, name="console-input"
         ).start()
+        await self.engine.recover("console", self.sender_for)
         readiness.ready("console")
         user = getpass.getuser()
         while True:
