@@ -52,10 +52,12 @@ class World:
         await self.fake.dispatch("MESSAGE_CREATE", payload)
         return payload
 
-    async def replies(self, channel: dict, count: int = 1) -> list[dict]:
+    async def replies(self, channel: dict, count: int = 1, within: float = 5.0) -> list[dict]:
         """The bot's next `count` messages in `channel`, waiting for them."""
         path = f"/channels/{channel['id']}/messages"
-        found = await self.fake.wait_for(lambda r: r.method == "POST" and r.path == path, count=count)
+        found = await self.fake.wait_for(
+            lambda r: r.method == "POST" and r.path == path, count=count, within=within
+        )
         return [r.body for r in found]
 
     async def slash(self, name: str, channel: dict, user: dict, permissions: int = 0) -> tuple[Request, str]:
