@@ -1,7 +1,8 @@
 """The console adapter: chat with the bot in a terminal, or feed it lines through a pipe.
 
 The console user owns the machine, so they administer every console conversation (admin scope
-`console`). `/quit` (or end of input) ends the chat.
+`console`). `/quit` (or end of input) ends the chat. A line the last run took on but never answered (it was
+stopped first) is answered when the chat starts again.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import TextIO
 
 from bot.config import Config
 from bot.core.engine import ChatEngine
-from bot.core.message import IncomingMessage, conversation_key
+from bot.core.message import IncomingMessage, Send, conversation_key
 from bot.ops.readiness import readiness
 
 PROMPT = ">> You: "
@@ -47,6 +48,10 @@ class ConsoleAdapter:
         self.stdout.write(f"{REPLY_PREFIX}{text}\n")
         self.stdout.flush()
 
+    def sender_for(self, message: IncomingMessage) -> Send | None:
+        """A line left unanswered by the last run is answered here, if it was this conversation's."""
+        return self.send if message.channel_key == self.key else None
+
     async def run(self) -> None:
         """Read lines and print the replies until `/quit`, end of input, or `stop`."""
         interactive = self.stdin.isatty()
@@ -54,6 +59,7 @@ class ConsoleAdapter:
         threading.Thread(
             target=_read_lines, args=(self.stdin, loop, self._queue), daemon=True, name="console-input"
         ).start()
+        await self.engine.recover("console", self.sender_for)
         readiness.ready("console")
         user = getpass.getuser()
         while True:

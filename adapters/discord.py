@@ -19,6 +19,7 @@ import asyncio
 import logging
 import re
 import time
+import zlib
 from collections.abc import Iterator
 from contextlib import AsyncExitStack, contextmanager
 from typing import Any
@@ -31,7 +32,7 @@ from bot.config import Config, DiscordConfig, secret_from_env
 from bot.core.commands import COMMANDS
 from bot.core.engine import ChatEngine
 from bot.core.keyed_lock import KeyedLock
-from bot.core.message import IncomingMessage, Send, conversation_key
+from bot.core.message import IncomingMessage, PartialDelivery, Send, conversation_key
 from bot.errors import ConfigError, DialobotError
 from bot.ops.readiness import readiness
 
@@ -44,6 +45,7 @@ DEFER_AFTER_SECONDS = 2.0
 FORBIDDEN_RETRY_SECONDS = 600.0
 """After a 403 in a channel, its messages are skipped (no model call) this long before the bot tries again."""
 DEVELOPER_PORTAL = "https://discord.com/developers/applications"
+DEFAULT_API_URL = DiscordConfig.model_fields["api_url"].default
 INVITE_SCOPES = ("bot", "applications.commands")
 INVITE_PERMISSIONS = discord.Permissions(
     view_channel=True, send_messages=True, send_messages_in_threads=True, read_message_history=True
@@ -78,6 +80,8 @@ class DiscordBot(discord.AutoShardedClient):
                 raise ConfigError("discord.shard_ids: set discord.shard_count as well")
             if any(not 0 <= shard < settings.shard_count for shard in settings.shard_ids):
                 raise ConfigError(f"discord.shard_ids: each id must be from 0 to {settings.shard_count - 1}")
+        if settings.api_url != DEFAULT_API_URL:  # a local fake: discord.py keeps the base URL on its class
+            discord.http.Route.BASE = settings.api_url.rstrip("/")
         # The bot has no voice: don't warn at start-up that the voice libraries are missing.
         discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
         super().__init__(
@@ -130,7 +134,10 @@ class DiscordBot(discord.AutoShardedClient):
             ) from None
 
     async def setup_hook(self) -> None:
-        """After login, before the gateway: log the invite URL and sync the slash commands."""
+        """After login, before the gateway: answer the messages left unanswered by the last run (before any
+        new message arrives, so they come first in their channels), log the invite URL and sync the slash
+        commands."""
+        await self.engine.recover("discord", self.sender_for)
         invite = discord.utils.oauth_url(
             self.application_id, permissions=INVITE_PERMISSIONS, scopes=INVITE_SCOPES
         )
@@ -184,11 +191,22 @@ class DiscordBot(discord.AutoShardedClient):
 
     async def on_message(self, message: discord.Message) -> None:
         """Answer a message addressed to the bot; ignore everything else."""
+        async with AsyncExitStack() as typing:  # the typing indicator lasts until the answer is out
+            # A shutdown's drain counts the message from here: its channel lookup and typing indicator
+            # included; then the answer's task is counted.
+            with self.engine.tracking():
+                answer = await self._take_on(message, typing)
+            if answer is not None:
+                with self._answering_task():
+                    await answer
+
+    async def _take_on(self, message: discord.Message, typing: AsyncExitStack) -> asyncio.Task | None:
+        """The task answering `message`, or None if it is not addressed to the bot or was taken on before."""
         author = message.author
         if author.id == self.user.id or message.type not in ANSWERED_TYPES:
-            return
+            return None
         if (author.bot or message.webhook_id) and not self.settings.answer_bots:
-            return
+            return None
         channel = message.channel
         # People often pick the bot's own role from Discord's mention list instead of the bot user.
         role = message.guild.self_role if message.guild else None
@@ -198,41 +216,43 @@ class DiscordBot(discord.AutoShardedClient):
         guild_id = message.guild.id if message.guild else getattr(channel, "guild_id", None)
         is_direct = guild_id is None
         if not (mentioned or is_direct or self._always_answers(channel)):
-            return
+            return None
         text = re.sub(rf"\s*(?:{mentions})\s*", " ", message.content).strip()
         if not text and not (mentioned or is_direct):
-            return  # an attachment alone in an always-answer channel: nothing to answer, no hint wanted
+            return None  # an attachment alone in an always-answer channel: nothing to answer, no hint wanted
         if self._forbidden_until.get(channel.id, 0.0) > time.monotonic():
             logger.debug("skipping a message in %s: no permission to send there", channel.id)
-            return
-        async with AsyncExitStack() as typing:
-            # The REST calls before the engine (channel lookup, typing) finish in any order: a channel's
-            # messages pass them one at a time, so they reach the engine, and are answered, in arrival order.
-            async with self._arrivals.hold(str(channel.id)):
-                incoming = IncomingMessage(
-                    platform="discord",
-                    channel_key=channel_key(guild_id, await self._resolve(channel, guild_id)),
-                    author_id=str(author.id),
-                    author_name=author.display_name,
-                    text=text,
-                    admin_scope=self._admin_scope(
-                        author, guild_id, getattr(author, "guild_permissions", None)
-                    ),
-                    is_direct=is_direct,
-                    message_id=str(message.id),
-                    mentioned_users=tuple(str(u) for u in message.raw_mentions if u != self.user.id),
-                )
-                try:
-                    await typing.enter_async_context(channel.typing())
-                except discord.Forbidden:
-                    self._note_forbidden(channel.id)
-                    return
-                except discord.HTTPException as exc:
-                    logger.debug("no typing indicator in %s: %s", incoming.channel_key, exc)
-                # Tasks start in creation order, and the engine queues a channel's messages as they start.
-                answer = asyncio.ensure_future(self.engine.handle(incoming, self._reply_sender(message)))
-            with self._answering_task():
-                await answer
+            return None
+        # The steps before the engine (channel lookup, inbox write, typing) finish in any order: a
+        # channel's messages pass them one at a time, so they reach the engine, and are answered, in
+        # arrival order.
+        async with self._arrivals.hold(str(channel.id)):
+            incoming = IncomingMessage(
+                platform="discord",
+                channel_key=channel_key(guild_id, await self._resolve(channel, guild_id)),
+                author_id=str(author.id),
+                author_name=author.display_name,
+                text=text,
+                admin_scope=self._admin_scope(author, guild_id, getattr(author, "guild_permissions", None)),
+                is_direct=is_direct,
+                message_id=str(message.id),
+                mentioned_users=tuple(str(u) for u in message.raw_mentions if u != self.user.id),
+                route={"channel": str(channel.id), "guild": str(guild_id or "")},
+            )
+            # Written to the inbox (and a replayed MESSAGE_CREATE refused) before anything else.
+            accepted = await self.engine.accept(incoming)
+            if accepted is None:
+                return None
+            try:
+                await typing.enter_async_context(channel.typing())
+            except discord.Forbidden:
+                self._note_forbidden(channel.id)
+                await self.engine.give_up(accepted, "no permission to post in the channel (HTTP 403)")
+                return None
+            except discord.HTTPException as exc:
+                logger.debug("no typing indicator in %s: %s", incoming.channel_key, exc)
+            # Tasks start in creation order, and the engine queues a channel's messages as they start.
+            return self.engine.answer_soon(accepted, self._reply_sender(message))
 
     def _mentioned(self, message: discord.Message, role: discord.Role | None) -> bool:
         """Mentioned by id or by the bot's own role, or the message replies to one of the bot's messages."""
@@ -244,18 +264,48 @@ class DiscordBot(discord.AutoShardedClient):
         return isinstance(replied_to, discord.Message) and replied_to.author.id == self.user.id
 
     def _reply_sender(self, message: discord.Message) -> Send:
-        channel = message.channel
         # Still post the answer if the user deleted their message meanwhile, instead of failing the reply.
-        reference = message.to_reference(fail_if_not_exists=False)
+        return self._sender(message.channel, message.to_reference(fail_if_not_exists=False), message.id)
 
-        async def send(text: str) -> None:
+    def sender_for(self, message: IncomingMessage) -> Send | None:
+        """How to answer a message from the inbox after a restart: a reply to it in its channel."""
+        channel_id = message.route.get("channel")
+        if not channel_id or not message.message_id or not message.message_id.isdigit():
+            return None  # a slash command: its interaction expired with the process that got it
+        guild = message.route.get("guild") or None
+        channel = self.get_partial_messageable(int(channel_id), guild_id=int(guild) if guild else None)
+        reference = discord.MessageReference(
+            message_id=int(message.message_id),
+            channel_id=int(channel_id),
+            guild_id=int(guild) if guild else None,
+            fail_if_not_exists=False,
+        )
+        return self._sender(channel, reference, int(message.message_id))
+
+    def _sender(self, channel: Any, reference: discord.MessageReference, answered_id: int) -> Send:
+        async def send(text: str) -> list[str]:
+            posted: list[tuple[str, str]] = []
             try:
                 for number, chunk in enumerate(split_message(text, MESSAGE_LIMIT)):
-                    await channel.send(chunk, reference=reference if number == 0 else None)
-            except discord.Forbidden:
+                    # The nonce makes Discord refuse a second copy of the same part (a reply sent again
+                    # after a restart that came between posting it and recording it); it names the text
+                    # too, so that the restart notice and the answer are two messages.
+                    nonce = f"{answered_id}.{number}.{zlib.crc32(chunk.encode()) % 1000}"  # at most 25
+                    sent = await channel.send(
+                        chunk, reference=reference if number == 0 else None, nonce=nonce
+                    )
+                    posted.append((str(sent.id), chunk))
+            except discord.Forbidden as exc:
                 self._note_forbidden(channel.id)
+                if posted:
+                    raise PartialDelivery(posted, exc) from exc
+                raise
+            except Exception as exc:
+                if posted:
+                    raise PartialDelivery(posted, exc) from exc
                 raise
             self._forbidden_until.pop(channel.id, None)
+            return [i for i, _ in posted]
 
         return send
 
@@ -305,7 +355,7 @@ class DiscordBot(discord.AutoShardedClient):
                     interaction.permissions if interaction.guild_id else None,
                 ),
                 is_direct=interaction.guild_id is None,
-                message_id=str(interaction.id),
+                message_id=f"interaction:{interaction.id}",
             )
             with self._answering_task():
                 await self.engine.handle(incoming, send)

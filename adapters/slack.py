@@ -1,8 +1,9 @@
 """The Slack adapter: mentions in channels and direct messages, over Socket Mode or the HTTP Events API.
 
 A thin translator on slack-bolt's `AsyncApp`: a Slack event becomes an `IncomingMessage`, the engine answers
-through `send`, which posts with `chat.postMessage`. Every event is acknowledged at once and answered in a
-background task; Slack's re-deliveries are answered once, deduplicated on the event id in the history store.
+through `send`, which posts with `chat.postMessage`. An event is written to the engine's inbox before it is
+acknowledged (a re-delivery of the same message is refused there, so it is answered once), then answered in
+a background task; a message left unanswered by a stop is answered by the next start, in its thread.
 """
 
 from __future__ import annotations
@@ -24,14 +25,15 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.message_split import split_message
 from bot.config import Config, SlackConfig, secret_from_env
 from bot.core.commands import parse_command
-from bot.core.engine import ChatEngine
-from bot.core.message import IncomingMessage, conversation_key
+from bot.core.engine import SHUTTING_DOWN, Accepted, ChatEngine
+from bot.core.message import IncomingMessage, PartialDelivery, Send, conversation_key
 from bot.errors import DialobotError
 from bot.ops.readiness import readiness
 
@@ -42,6 +44,10 @@ MESSAGE_LIMIT = 3000
 MIN_SPLIT = 64
 """The smallest piece `split_escaped` asks `split_message` for (it needs room for code fences)."""
 RATE_LIMIT_RETRIES = 3
+SERVER_ERROR_RETRIES = 2
+"""`chat.postMessage` and the other calls are retried this often after an HTTP 500 or 503 from Slack."""
+REPLY_EVENT_TYPE = "dialobot_reply"
+"""The message metadata on every reply: which inbox message it answers (`inbox`) and which part it is."""
 ADMIN_CACHE_SECONDS = 600.0
 SHUTDOWN_GRACE_SECONDS = 5.0
 EVENTS_PATH = "/slack/events"
@@ -98,6 +104,10 @@ def _fitted(piece: str, limit: int) -> list[str]:
     return [message for part in split_message(piece, size) for message in _fitted(part, limit)]
 
 
+def unescape_text(text: str) -> str:
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
 def _is_direct(event: dict) -> bool:
     """Whether the event happened in a DM (`im`); DM channel ids start with D."""
     return event.get("channel_type", "im" if event.get("channel", "").startswith("D") else "") == "im"
@@ -112,6 +122,7 @@ def make_client(token: str, api_url: str) -> AsyncWebClient:
         retry_handlers=[
             AsyncConnectionErrorRetryHandler(),
             AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
+            AsyncServerErrorRetryHandler(max_retry_count=SERVER_ERROR_RETRIES),
         ],
     )
 
@@ -135,6 +146,8 @@ class SlackAdapter:
         self.client = client
         if not any(isinstance(h, AsyncRateLimitErrorRetryHandler) for h in client.retry_handlers):
             client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES))
+        if not any(isinstance(h, AsyncServerErrorRetryHandler) for h in client.retry_handlers):
+            client.retry_handlers.append(AsyncServerErrorRetryHandler(max_retry_count=SERVER_ERROR_RETRIES))
         # The listener only queues a task, so processing "before the response" still acknowledges at once,
         # and the task exists (and is ours to await on shutdown) by the time Slack gets the ack.
         self._auth: Any = None
@@ -152,6 +165,7 @@ class SlackAdapter:
         self.app.event("message")(self._on_event)
         self._tasks: set[asyncio.Task] = set()
         self._in_order = asyncio.Lock()
+        self._bot_user_id: str | None = None
         self._admins: dict[str, tuple[bool, float]] = {}
         self._socket: AsyncSocketModeHandler | None = None
         self._runner: web.AppRunner | None = None
@@ -167,6 +181,42 @@ class SlackAdapter:
         logger.info(
             "connected to Slack team %s as %s (%s)", auth.get("team"), auth.get("user"), auth.get("user_id")
         )
+        self._bot_user_id = auth.get("user_id")
+
+    async def recover(self) -> None:
+        """Answer the messages the last run took on but never answered; before new events arrive."""
+        await self.engine.recover("slack", self.sender_for, self.posted_replies)
+
+    def sender_for(self, message: IncomingMessage) -> Send | None:
+        """How to answer a message from the inbox after a restart: where it would have been answered."""
+        channel = message.route.get("channel")
+        if not channel or not message.message_id:
+            return None
+        return self._sender(_Target(channel, message.route.get("thread_ts") or None), message.message_id)
+
+    async def posted_replies(self, message: IncomingMessage) -> list[tuple[str, str]]:
+        """The parts of a reply to `message` already in the conversation (a stop came between posting them
+        and recording them): found by the metadata every reply carries. The restart notice is no reply."""
+        channel, thread = message.route.get("channel"), message.route.get("thread_ts") or None
+        oldest = message.route.get("ts") or "0"
+        if thread:
+            found = await self.client.conversations_replies(
+                channel=channel, ts=thread, oldest=oldest, include_all_metadata=True, limit=200
+            )
+        else:
+            found = await self.client.conversations_history(
+                channel=channel, oldest=oldest, include_all_metadata=True, limit=200
+            )
+        parts: list[tuple[int, str, str]] = []
+        for posted in found.get("messages") or []:
+            metadata = posted.get("metadata") or {}
+            payload = metadata.get("event_payload") or {}
+            if metadata.get("event_type") != REPLY_EVENT_TYPE or payload.get("inbox") != message.message_id:
+                continue
+            text = unescape_text(posted.get("text", ""))
+            if text != SHUTTING_DOWN:
+                parts.append((int(payload.get("part", 0)), str(posted.get("ts", "")), text))
+        return [(ts, text) for _, ts, text in sorted(parts)]
 
     async def start_socket_mode(self, app_token: str) -> None:
         """Open the Socket Mode WebSocket; returns once connected."""
@@ -241,7 +291,15 @@ class SlackAdapter:
         if retry != "0":
             reason = request.headers.get("x-slack-retry-reason", ["?"])[0]
             logger.info("Slack re-sent event %s (retry %s: %s)", event_id, retry, reason)
-        self._spawn(self._answer(team, event_id, event, context.bot_user_id))
+        # Counted by a shutdown's drain from here; written to the inbox before Slack gets its ack (the
+        # listener's return acknowledges), so an event is either in the inbox or sent again by Slack.
+        with self.engine.tracking():
+            async with self._in_order:
+                # Events reach the engine in the order Slack delivered them: inbox writes run one at a time
+                # (concurrent database writes finish in any order).
+                accepted = await self._accept(team, event_id, event, context.bot_user_id)
+                if accepted is not None:
+                    self._spawn(self._answer(event_id, accepted))
 
     def _addressed_to_bot(self, event: dict, bot_user_id: str | None) -> bool:
         if event.get("bot_id") or event.get("subtype") not in USER_SUBTYPES:
@@ -258,33 +316,33 @@ class SlackAdapter:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _answer(self, team: str, event_id: str, event: dict, bot_user_id: str | None) -> None:
+    async def _accept(
+        self, team: str, event_id: str, event: dict, bot_user_id: str | None
+    ) -> tuple[Accepted, _Target] | None:
+        target, channel_key = self._route(team, event)
+        raw = event.get("text", "")
+        text = clean_text(raw, bot_user_id)
+        command = parse_command(text)
+        admin_scope = await self._admin_scope(team, event["user"]) if command and command.admin_only else None
+        message = IncomingMessage(
+            platform="slack",
+            channel_key=channel_key,
+            author_id=event["user"],
+            text=text,
+            admin_scope=admin_scope,
+            is_direct=_is_direct(event),
+            # One message, whichever event (and retry) brings it: the inbox refuses it a second time.
+            message_id=f"{team}:{event['channel']}:{event.get('ts') or event_id}",
+            mentioned_users=mentioned_users(raw, bot_user_id),
+            route={"channel": target.channel, "thread_ts": target.thread_ts or "", "ts": event.get("ts", "")},
+        )
+        accepted = await self.engine.accept(message)
+        return None if accepted is None else (accepted, target)
+
+    async def _answer(self, event_id: str, accepted: tuple[Accepted, _Target]) -> None:
         try:
-            # Events reach the engine in the order Slack delivered them: claims run one at a time (concurrent
-            # database writes finish in any order), and nothing awaits between a claim and `engine.handle`
-            # except an admin command's role lookup.
-            async with self._in_order:
-                if not await self.engine.first_delivery(f"slack:{team}:{event_id}"):
-                    logger.info("event %s was already answered; ignoring the re-delivery", event_id)
-                    return
-            target, channel_key = self._route(team, event)
-            raw = event.get("text", "")
-            text = clean_text(raw, bot_user_id)
-            command = parse_command(text)
-            admin_scope = (
-                await self._admin_scope(team, event["user"]) if command and command.admin_only else None
-            )
-            message = IncomingMessage(
-                platform="slack",
-                channel_key=channel_key,
-                author_id=event["user"],
-                text=text,
-                admin_scope=admin_scope,
-                is_direct=_is_direct(event),
-                message_id=event.get("ts"),
-                mentioned_users=mentioned_users(raw, bot_user_id),
-            )
-            await self.engine.handle(message, self._sender(target))
+            message_id = accepted[0].message.message_id or event_id
+            await self.engine.answer(accepted[0], self._sender(accepted[1], message_id))
         except Exception:
             logger.exception("failed to answer Slack event %s", event_id)
 
@@ -297,13 +355,26 @@ class SlackAdapter:
         thread = thread_ts if self.slack.thread_is_conversation else None
         return _Target(channel, thread_ts), conversation_key("slack", team, channel, thread)
 
-    def _sender(self, target: _Target):
-        async def send(text: str) -> None:
-            # Raising here tells the engine the reply was not delivered, so it is not stored as history.
-            for chunk in split_escaped(text, MESSAGE_LIMIT):
-                await self.client.chat_postMessage(
-                    channel=target.channel, text=chunk, thread_ts=target.thread_ts
-                )
+    def _sender(self, target: _Target, message_id: str) -> Send:
+        async def send(text: str) -> list[str]:
+            # Raising here tells the engine the reply was not delivered, so it is not stored as history;
+            # `PartialDelivery` tells it which parts of a split reply the user did see.
+            posted: list[tuple[str, str]] = []
+            for part, chunk in enumerate(split_escaped(text, MESSAGE_LIMIT)):
+                metadata = {
+                    "event_type": REPLY_EVENT_TYPE,
+                    "event_payload": {"inbox": message_id, "part": part},
+                }
+                try:
+                    result = await self.client.chat_postMessage(
+                        channel=target.channel, text=chunk, thread_ts=target.thread_ts, metadata=metadata
+                    )
+                except Exception as exc:
+                    if posted:
+                        raise PartialDelivery(posted, exc) from exc
+                    raise
+                posted.append((str(result.get("ts") or ""), unescape_text(chunk)))
+            return [ts for ts, _ in posted]
 
         return send
 
@@ -362,6 +433,7 @@ class SlackService:
         adapter = SlackAdapter(self.engine, self.config, make_client(token, slack.api_url), secret)
         try:
             await adapter.check_auth()
+            await adapter.recover()
             if slack.mode == "socket":
                 await adapter.start_socket_mode(app_token)
             else:

@@ -53,9 +53,12 @@ class ModelConfig(_Section):
     quantization: Literal["int8", "none"] = "int8"
     threads: Annotated[int, Field(ge=0)] = 0
     """Generation threads (torch or CTranslate2); 0 keeps the runtime's default (one per core)."""
-    backend: Literal["torch", "ipex", "ctranslate2", "openai"] = "torch"
+    backend: Literal["torch", "ipex", "ctranslate2", "openai", "scripted"] = "torch"
     """What runs the model: torch (FP32/INT8 here), ipex (Intel Extension for PyTorch), ctranslate2, or
-    openai (a remote OpenAI-compatible server such as vLLM; `name` then only picks the tokenizer)."""
+    openai (a remote OpenAI-compatible server such as vLLM; `name` then only picks the tokenizer).
+    `scripted` is the test harness's echo (`bot.testing.ScriptedGenerator`), not a model: the crash test
+    (`python -m bot.bench.chaos`) runs the real bot with it; `$DIALOBOT_SCRIPTED_DELAY_SECONDS` sets how
+    long each reply "thinks"."""
 
 
 class GenerationConfig(_Section):
@@ -119,6 +122,8 @@ class DiscordConfig(_Section):
     """Sync slash commands to this guild only (instant, for testing); empty syncs them globally."""
     shard_count: Annotated[int, Field(ge=1)] | None = None
     shard_ids: list[int] | None = None
+    api_url: str = Field("https://discord.com/api/v10", pattern=r"^https?://")
+    """Discord's REST API base URL (the gateway URL comes from it): a local fake in tests."""
 
 
 class SlackConfig(_Section):
@@ -184,6 +189,14 @@ class AccessConfig(_Section):
 class ShutdownConfig(_Section):
     deadline_seconds: Annotated[float, Field(ge=0)] = 30.0
     """On SIGTERM or Ctrl-C, answers in progress get this long to finish before they are cancelled."""
+
+
+class InboxConfig(_Section):
+    """Every message the bot takes on is written down first, and answered after a restart if it wasn't."""
+
+    recover_max_age_seconds: Annotated[float, Field(ge=0)] = 300.0
+    """At start-up, messages taken on but never answered (a crash, a cancelled shutdown) are answered if
+    they arrived less than this long ago; older ones are marked expired and logged. 0: none are answered."""
 
 
 class OpenAIConfig(_Section):
@@ -289,6 +302,7 @@ class Config(_Section):
     limits: LimitsConfig = LimitsConfig()
     access: AccessConfig = AccessConfig()
     shutdown: ShutdownConfig = ShutdownConfig()
+    inbox: InboxConfig = InboxConfig()
     batching: BatchingConfig = BatchingConfig()
     openai: OpenAIConfig = OpenAIConfig()
     logging: LoggingConfig = LoggingConfig()

@@ -12,6 +12,8 @@ real one. The test suite, the load test and anyone adding a platform use the sam
 from __future__ import annotations
 
 import asyncio
+import os
+import random
 from collections.abc import Sequence
 
 from bot.config import Config
@@ -31,7 +33,9 @@ class ScriptedGenerator:
     one (`fail_with`). The echo (`template`, with `{last}` and `{count}`) shows which turns the prompt held.
     """
 
-    def __init__(self, delay: float = 0.0, template: str = ECHO_TEMPLATE, name: str = "fake") -> None:
+    def __init__(
+        self, delay: float = 0.0, template: str = ECHO_TEMPLATE, name: str = "fake", jitter: float = 0.0
+    ) -> None:
         self.info = ModelInfo(
             name=name,
             source=name,
@@ -42,6 +46,8 @@ class ScriptedGenerator:
             projections=ProjectionCounts(int8=4, total=4),
         )
         self.delay = delay
+        self.jitter = jitter
+        """Each reply waits `delay` plus up to `jitter` more seconds, at random."""
         self.template = template
         self.calls: list[list[str]] = []
         self.replies: list[str] = []
@@ -50,8 +56,8 @@ class ScriptedGenerator:
 
     async def generate(self, turns: Sequence[str]) -> str:
         self.calls.append(list(turns))
-        if self.delay:
-            await asyncio.sleep(self.delay)
+        if self.delay or self.jitter:
+            await asyncio.sleep(self.delay + random.uniform(0, self.jitter))
         if self.fail_with is not None:
             raise self.fail_with
         if self.replies:
@@ -60,6 +66,13 @@ class ScriptedGenerator:
 
     async def close(self) -> None:
         pass
+
+
+def scripted_backend() -> ScriptedGenerator:
+    """`model.backend = "scripted"`: the echo in place of a model, for running the real bot in tests and the
+    crash test. Each reply takes `$DIALOBOT_SCRIPTED_DELAY_SECONDS` (default 0) plus up to as much again."""
+    delay = float(os.environ.get("DIALOBOT_SCRIPTED_DELAY_SECONDS") or 0)
+    return ScriptedGenerator(delay=delay, jitter=delay, name="scripted")
 
 
 class Outbox:

@@ -8,7 +8,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from storage.types import AuditEntry, AuditRecord, HistoryStore, NewTurn, Role, StoredTurn
+from storage.types import (
+    AuditEntry,
+    AuditRecord,
+    HistoryStore,
+    InboxEntry,
+    InboxState,
+    NewTurn,
+    Role,
+    StoredTurn,
+)
 
 if TYPE_CHECKING:
     from storage.history_store import SqlHistoryStore, open_store
@@ -17,6 +26,8 @@ __all__ = [
     "AuditEntry",
     "AuditRecord",
     "HistoryStore",
+    "InboxEntry",
+    "InboxState",
     "NewTurn",
     "Role",
     "SqlHistoryStore",

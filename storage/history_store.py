@@ -23,20 +23,20 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, event, func, or_, select
+from sqlalchemy import delete, event, func, or_, select, update
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import aliased
 
 from bot.errors import DialobotError, StorageError, first_line
-from storage.schema import AuditRow, MessageRow, ProcessedEventRow
+from storage.schema import AuditRow, InboxRow, MessageRow, ProcessedEventRow, utcnow
 from storage.schema_version import prepare_schema
-from storage.types import AuditEntry, AuditRecord, NewTurn, Role, StoredTurn
+from storage.types import AuditEntry, AuditRecord, InboxEntry, InboxState, NewTurn, Role, StoredTurn
 
 logger = logging.getLogger(__name__)
 
@@ -129,16 +129,74 @@ class SqlHistoryStore:
     async def append_turns(self, channel_key: str, turns: Sequence[NewTurn]) -> None:
         self._usable()
         async with self._sessions.begin() as session:
-            if self._engine.dialect.name == "postgresql":
-                # Bot processes sharing one database (README "Scaling out") may store exchanges for one
-                # channel at the same moment; a lock per channel until commit keeps each exchange's rows
-                # next to each other in the channel, which `delete_user_turns` pairs on. (SQLite has one
-                # writer at a time already.)
-                await session.execute(select(func.pg_advisory_xact_lock(func.hashtext(channel_key))))
-            session.add_all(
-                MessageRow(channel_key=channel_key, role=t.role.value, author_id=t.author_id, text=t.text)
-                for t in turns
+            await self._add_turns(session, channel_key, turns)
+
+    async def _add_turns(self, session: AsyncSession, channel_key: str, turns: Sequence[NewTurn]) -> None:
+        if not turns:
+            return
+        if self._engine.dialect.name == "postgresql":
+            # Bot processes sharing one database (README "Scaling out") may store exchanges for one
+            # channel at the same moment; a lock per channel until commit keeps each exchange's rows
+            # next to each other in the channel, which `delete_user_turns` pairs on. (SQLite has one
+            # writer at a time already.)
+            await session.execute(select(func.pg_advisory_xact_lock(func.hashtext(channel_key))))
+        session.add_all(
+            MessageRow(channel_key=channel_key, role=t.role.value, author_id=t.author_id, text=t.text)
+            for t in turns
+        )
+
+    async def receive(
+        self, platform: str, platform_id: str, channel_key: str, author_id: str, message: str
+    ) -> int | None:
+        self._usable()
+        row = InboxRow(
+            platform=platform,
+            platform_id=platform_id,
+            channel_key=channel_key,
+            author_id=author_id,
+            message=message,
+            state=InboxState.RECEIVED.value,
+            reply_ids="",
+        )
+        try:
+            async with self._sessions.begin() as session:
+                session.add(row)
+        except IntegrityError:
+            return None
+        return row.id
+
+    async def finish(
+        self,
+        inbox_id: int,
+        state: InboxState,
+        reply_ids: Sequence[str] = (),
+        channel_key: str = "",
+        turns: Sequence[NewTurn] = (),
+    ) -> None:
+        self._usable()
+        async with self._sessions.begin() as session:
+            await self._add_turns(session, channel_key, turns)
+            await session.execute(
+                update(InboxRow)
+                .where(InboxRow.id == inbox_id)
+                .values(state=state.value, reply_ids=" ".join(reply_ids), finished_at=utcnow())
             )
+
+    async def unanswered(self, platform: str) -> list[InboxEntry]:
+        self._usable()
+        query = (
+            select(InboxRow)
+            .where(InboxRow.state == InboxState.RECEIVED.value, InboxRow.platform == platform)
+            .order_by(InboxRow.id)
+        )
+        async with self._sessions() as session:
+            return [_entry(r) for r in (await session.scalars(query)).all()]
+
+    async def inbox_entries(self, limit: int = 100) -> list[InboxEntry]:
+        self._usable()
+        query = select(InboxRow).order_by(InboxRow.id.desc()).limit(limit)
+        async with self._sessions() as session:
+            return [_entry(r) for r in (await session.scalars(query)).all()]
 
     async def reset_channel(self, channel_key: str, audit: AuditRecord | None = None) -> int:
         self._usable()
@@ -195,6 +253,7 @@ class SqlHistoryStore:
         return deleted
 
     async def record_audit(self, audit: AuditRecord) -> None:
+        self._usable()
         async with self._sessions.begin() as session:
             _add_audit(session, audit, "")
 
@@ -227,6 +286,23 @@ class SqlHistoryStore:
 
     async def close(self) -> None:
         await self._engine.dispose()
+
+
+def _entry(row: InboxRow) -> InboxEntry:
+    received = row.received_at
+    if received.tzinfo is None:  # SQLite hands back naive datetimes; they were written in UTC
+        received = received.replace(tzinfo=UTC)
+    return InboxEntry(
+        id=row.id,
+        platform=row.platform,
+        platform_id=row.platform_id,
+        channel_key=row.channel_key,
+        author_id=row.author_id,
+        message=row.message,
+        state=InboxState(row.state),
+        received_at=received,
+        reply_ids=tuple(row.reply_ids.split()),
+    )
 
 
 def _rowcount(result: Any) -> int:

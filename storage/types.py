@@ -53,6 +53,28 @@ class AuditEntry:
     detail: str
 
 
+class InboxState(StrEnum):
+    RECEIVED = "received"  # taken on, not answered yet
+    ANSWERED = "answered"  # a reply (or a notice) was posted
+    FAILED = "failed"  # nothing could be posted, or no reply could be generated
+    EXPIRED = "expired"  # still unanswered at a start long after it arrived: too late to answer
+
+
+@dataclass(frozen=True, slots=True)
+class InboxEntry:
+    """A message in the inbox: `message` is the adapter's JSON of the message and of where to answer it."""
+
+    id: int
+    platform: str
+    platform_id: str
+    channel_key: str
+    author_id: str
+    message: str
+    state: InboxState
+    received_at: datetime
+    reply_ids: tuple[str, ...] = ()
+
+
 class HistoryStore(Protocol):
     """What the engine needs from persistence, and nothing more."""
 
@@ -92,5 +114,28 @@ class HistoryStore(Protocol):
 
     async def check(self) -> None:
         """The health probe: raise, with a one-line reason, unless the database can be read and written."""
+
+    async def receive(
+        self, platform: str, platform_id: str, channel_key: str, author_id: str, message: str
+    ) -> int | None:
+        """Write a message to the inbox as `received`; its inbox id, or None if that platform message is
+        there already (a re-delivery)."""
+
+    async def finish(
+        self,
+        inbox_id: int,
+        state: InboxState,
+        reply_ids: Sequence[str] = (),
+        channel_key: str = "",
+        turns: Sequence[NewTurn] = (),
+    ) -> None:
+        """Mark an inbox message answered, failed or expired, and store `turns` under `channel_key`, all in
+        one transaction: history and the inbox never disagree about whether it was answered."""
+
+    async def unanswered(self, platform: str) -> list[InboxEntry]:
+        """The platform's inbox messages still `received`, oldest first."""
+
+    async def inbox_entries(self, limit: int = 100) -> list[InboxEntry]:
+        """The latest inbox messages, newest first."""
 
     async def close(self) -> None: ...

@@ -7,8 +7,9 @@ message belongs to (NoneBot's `get_session_id()`): `discord:<guild>:<channel>[:<
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 
 
@@ -29,6 +30,20 @@ class IncomingMessage:
     author_name: str | None = None
     mentioned_users: tuple[str, ...] = ()
     """Ids of the users the message mentions, the bot excluded, in order (`purge @someone`)."""
+    route: dict[str, str] = field(default_factory=dict, compare=False)
+    """Where the adapter answers it (channel, thread, message to reply to), kept in the inbox so that the
+    adapter's `sender_for` can answer it after a restart. Opaque to the core."""
+
+    def to_json(self) -> str:
+        """The message as stored in the inbox."""
+        return json.dumps(asdict(self), ensure_ascii=False, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> IncomingMessage:
+        data = json.loads(text)
+        data["mentioned_users"] = tuple(data.get("mentioned_users", ()))
+        known = {name for name in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
     def administers_here(self) -> bool:
         """Whether the author's admin scope covers this message's conversation."""
@@ -63,15 +78,41 @@ class ReplyKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """What the engine answered and whether the adapter managed to deliver it."""
+    """What the engine answered and whether the adapter managed to deliver it.
+
+    `text` is what the user saw: for a split reply whose later parts failed, the parts that were posted.
+    """
 
     text: str
     kind: ReplyKind
     delivered: bool
+    reply_ids: tuple[str, ...] = ()
+    """The platform's ids of the messages posted, when the adapter reports them."""
+    complete: bool = True
+    """False when only some parts of a split reply were posted."""
 
 
-Send = Callable[[str], Awaitable[None]]
+class PartialDelivery(Exception):
+    """Raised by a `send` that posted some parts of a split reply and then failed: what the user saw."""
+
+    def __init__(self, parts: Sequence[tuple[str, str]], cause: BaseException) -> None:
+        super().__init__(f"{len(parts)} part(s) posted, then: {cause}")
+        self.parts = list(parts)
+        """(platform message id, text) of each part posted, in order."""
+        self.cause = cause
+
+
+Send = Callable[[str], Awaitable[Sequence[str] | None]]
 """Delivers one reply to the place the message came from; raises if the platform refused it.
 
 Adapters split long text to their platform's limits inside `send`: the engine hands over the whole reply.
+It returns the ids of the messages posted (or None when the platform has none), and raises
+`PartialDelivery` when only some parts of a split reply were posted.
 """
+
+SenderFor = Callable[[IncomingMessage], Send | None]
+"""An adapter's way to answer a message from the inbox after a restart (None: it cannot be answered)."""
+
+FindPosted = Callable[[IncomingMessage], Awaitable[Sequence[tuple[str, str]]]]
+"""An adapter's way to find the parts of a reply to a message that were posted before a restart came
+between posting them and recording them: (platform message id, text) of each, in order; [] if none."""

@@ -249,7 +249,7 @@ class DiscordDriver(Driver):
     home = "channel"
 
     async def open(self) -> None:
-        from tests.adapters.fake_discord import FakeDiscord, point_discord_py_at
+        from bot.bench.fake_discord import FakeDiscord, point_discord_py_at
 
         self.fake = fake = FakeDiscord()
         await fake.start()
@@ -342,7 +342,7 @@ class SlackDriver(Driver):
     }
 
     async def open(self) -> None:
-        from tests.adapters import fake_slack
+        from bot.bench import fake_slack
 
         self.fake = fake_slack.FakeSlack()
         await self.fake.start()
@@ -362,7 +362,7 @@ class SlackDriver(Driver):
         await self.fake.wait_connected()
 
     async def say(self, text, where=None, *, addressed=True, admin=False, message_id=None) -> Delivery:
-        from tests.adapters.fake_slack import BOT_USER_ID, event_callback
+        from bot.bench.fake_slack import BOT_USER_ID, event_callback
 
         where = where or self.home
         if message_id in self._deliveries:
@@ -396,7 +396,7 @@ class SlackDriver(Driver):
         ]
 
     def key(self, where=None) -> str:
-        from tests.adapters.fake_slack import TEAM_ID
+        from bot.bench.fake_slack import TEAM_ID
 
         channel, thread_ts = self.PLACES[where or self.home]
         return f"slack:{TEAM_ID}:{channel}" + (f":{thread_ts}" if thread_ts else "")

@@ -11,10 +11,10 @@ others are not parametrized at all rather than skipped:
 | long reply split, nothing lost    | yes (no limit)     | 2,000   | 3,000 |
 | admin command refused to a member | everyone is admin  | yes     | yes   |
 | admin command allowed to an admin | yes                | yes     | yes   |
-| duplicate delivery answered once  | no message ids     | xfail   | yes   |
+| duplicate delivery answered once  | no message ids     | yes     | yes   |
 | (after the answer, or during it)  |                    |         |       |
-| drain with messages in flight     | yes                | xfail   | yes   |
-| drain out of time: user is told   | xfail              | xfail   | xfail |
+| drain with messages in flight     | yes                | yes     | yes   |
+| drain out of time: user is told   | yes                | yes     | yes   |
 
 Absence is proven by a later positive event: a second message's reply, after which the first's would have
 come. A new platform is added by writing its driver and making this suite pass.
@@ -29,17 +29,6 @@ from storage import NewTurn, Role
 from tests.adapters.drivers import DRIVERS, STOP_SECONDS, Driver
 from tests.waiting import eventually
 
-ISSUE_13_DEDUPE = (
-    "issue 13: Discord answers a re-delivered MESSAGE_CREATE again (no dedupe on the message id)"
-)
-ISSUE_13_DRAIN = (
-    "issue 13: Discord messages still in the adapter's first steps (typing indicator) are not counted by the "
-    "drain; stopping closes the HTTP session under them and they vanish"
-)
-ISSUE_13_CANCELLED = (
-    "issue 13: a drain that runs out of time cancels the answer and the user hears nothing (no notice, and "
-    "nothing to answer after the restart)"
-)
 REFUSAL = "Sorry, only admins can use `reset` here."
 
 
@@ -167,9 +156,7 @@ async def test_an_admin_command_is_obeyed_for_an_admin(driver):
     assert await driver.store.count_turns(driver.key()) == 0
 
 
-@pytest.mark.parametrize(
-    "driver", platforms("message_ids", xfail={"discord": ISSUE_13_DEDUPE}), indirect=True
-)
+@pytest.mark.parametrize("driver", platforms("message_ids"), indirect=True)
 @pytest.mark.parametrize("again", ["after-the-answer", "while-generating"])
 async def test_the_same_message_delivered_twice_is_answered_once(driver, again):
     if again == "while-generating":
@@ -187,7 +174,7 @@ async def test_the_same_message_delivered_twice_is_answered_once(driver, again):
     await stored(driver, 4)
 
 
-@pytest.mark.parametrize("driver", platforms(xfail={"discord": ISSUE_13_DRAIN}), indirect=True)
+@pytest.mark.parametrize("driver", platforms(), indirect=True)
 async def test_a_drain_answers_every_accepted_message_or_says_it_is_restarting(driver):
     """A stop (drain, then the adapter's `stop`, as on SIGTERM) while one reply is generating and two more
     messages have been taken in: each gets its answer or the restarting notice; none vanishes.
@@ -215,7 +202,7 @@ async def test_a_drain_answers_every_accepted_message_or_says_it_is_restarting(d
     assert len(received) == 3, received
 
 
-@pytest.mark.parametrize("driver", platforms(xfail=dict.fromkeys(DRIVERS, ISSUE_13_CANCELLED)), indirect=True)
+@pytest.mark.parametrize("driver", platforms(), indirect=True)
 async def test_a_drain_that_runs_out_of_time_still_tells_the_user(driver):
     """The deadline passes while the answer is still generating: it is cancelled, but the user is told."""
     driver.generator.delay = 60

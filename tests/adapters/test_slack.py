@@ -22,15 +22,8 @@ from aiohttp import web
 
 from adapters import slack
 from adapters.slack import MESSAGE_LIMIT, SlackAdapter, make_client
-from bot.config import Config, parse_config
-from bot.core.engine import ChatEngine
-from bot.errors import ConfigError, DialobotError
-from bot.safety.blocklist import Blocklist
-from bot.safety.filter import SafetyFilter
-from bot.testing import make_engine
-from storage import NewTurn, Role, open_store
-from tests.adapters import fake_slack
-from tests.adapters.fake_slack import (
+from bot.bench import fake_slack
+from bot.bench.fake_slack import (
     APP_TOKEN,
     BOT_TOKEN,
     BOT_USER_ID,
@@ -41,6 +34,13 @@ from tests.adapters.fake_slack import (
     event_callback,
     mention,
 )
+from bot.config import Config, parse_config
+from bot.core.engine import ChatEngine
+from bot.errors import ConfigError, DialobotError
+from bot.safety.blocklist import Blocklist
+from bot.safety.filter import SafetyFilter
+from bot.testing import make_engine
+from storage import NewTurn, Role, open_store
 from tests.waiting import eventually
 
 CHANNEL_KEY = f"slack:{TEAM_ID}:C1CHAN"
@@ -409,13 +409,13 @@ async def test_rate_limited_post_is_retried_and_delivered(fake, bot, store):
     assert len(await history(store, CHANNEL_KEY)) == 2
 
 
-async def test_failed_post_is_logged_and_not_stored(fake, bot, store, caplog):
+async def test_failed_post_is_logged_and_only_the_users_turn_is_kept(fake, bot, store, caplog):
     fake.fail_next("chat.postMessage", "not_in_channel")
     with caplog.at_level(logging.WARNING):
         await deliver(fake, bot, mention("hello"), "Ev1")
 
     assert fake.posted == []
-    assert await store.count_turns(CHANNEL_KEY) == 0
+    assert await history(store, CHANNEL_KEY) == [("user", "hello")]
     assert "not_in_channel" in caplog.text
 
 

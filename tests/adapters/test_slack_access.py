@@ -4,9 +4,9 @@ purge in a channel or a DM; `forget me` needs no admin and deletes only the aske
 # ruff: noqa: F811
 from __future__ import annotations
 
+from bot.bench.fake_slack import TEAM_ID, direct_message, event_callback, mention
 from bot.core.admission import BUSY
 from storage import NewTurn, Role
-from tests.adapters.fake_slack import TEAM_ID, direct_message, event_callback, mention
 
 # The fake Slack and the running adapter are test_slack.py's fixtures, imported to be reused (pytest finds
 # them by name).

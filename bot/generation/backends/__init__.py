@@ -6,6 +6,8 @@ One module per `model.backend` value, named like it:
 - `ipex`: the same model optimized and INT8-quantized by Intel Extension for PyTorch.
 - `ctranslate2`: the model converted to CTranslate2 INT8 on first use and cached.
 - `openai`: a remote OpenAI-compatible completions server, e.g. vLLM.
+- `scripted`: not a model but the test harness's echo (`bot.testing.ScriptedGenerator`), for running the
+  real bot in tests and in the crash test (`python -m bot.bench.chaos`) without a model.
 
 The three in-process backends are `LocalGenerator`s, which the batching scheduler batches across channels; a
 remote server batches on its own, so its generator is used as is.
@@ -55,6 +57,10 @@ def require(backend: str) -> None:
 def load_backend(config: Config) -> Generator:
     """Load the configured backend's model (slow: minutes for a first conversion) and return its generator."""
     backend = config.model.backend
+    if backend == "scripted":
+        from bot.testing import scripted_backend
+
+        return scripted_backend()
     require(backend)
     if backend in ("torch", "ipex"):
         from bot.generation.backends.torch import TorchGenerator

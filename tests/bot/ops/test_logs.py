@@ -12,12 +12,12 @@ import pytest
 
 from adapters import discord as discord_adapter
 from adapters import slack as slack_adapter
+from bot.bench.fake_discord import FakeDiscord, point_discord_py_at
+from bot.bench.fake_slack import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, FakeSlack, event_callback, mention
 from bot.config import parse_config
 from bot.ops.logs import REDACTED, SecretRedactor, secret_values, setup_logging
 from bot.ops.readiness import readiness
 from bot.testing import make_engine
-from tests.adapters.fake_discord import FakeDiscord, point_discord_py_at
-from tests.adapters.fake_slack import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, FakeSlack, event_callback, mention
 from tests.waiting import eventually
 
 DISCORD_TOKEN = "fake-discord-token-0123456789"

@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 
 from adapters import discord as discord_adapter
+from bot.bench.fake_discord import FakeDiscord, point_discord_py_at
 from bot.config import parse_config
 from bot.ops.readiness import readiness
 from bot.testing import make_engine
-from tests.adapters.fake_discord import FakeDiscord, point_discord_py_at
 from tests.waiting import eventually
 
 

@@ -3,7 +3,9 @@
 The real discord.py client connects to it unchanged; only `Route.BASE` and `DEFAULT_GATEWAY` are pointed here
 (see `point_discord_py_at`). The gateway speaks uncompressed JSON text frames: HELLO, IDENTIFY, READY,
 GUILD_CREATE, heartbeats, RESUME, and whatever events a test dispatches. REST calls are recorded, so a test
-asserts on what the bot sent, and answered with payloads shaped like Discord's. Test-only, not product code.
+asserts on what the bot sent, and answered with payloads shaped like Discord's. A message posted with a nonce
+and `enforce_nonce` that the channel has seen before returns the earlier message instead of a new one, as
+Discord does. A test harness (the adapter tests and the crash test, `bot.bench.chaos`), not product code.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +21,6 @@ from typing import Any
 
 import discord.gateway
 import discord.http
-import pytest
 import yarl
 from aiohttp import WSMsgType, web
 
@@ -95,6 +97,14 @@ class FakeDiscord:
         self.forbidden_channels: set[str] = set()  # POST .../messages there answers 403 Missing Permissions
         self.last_bot_message: dict | None = None  # the payload of the last message the bot posted
         self.rate_limited_sends = 0  # answer this many message POSTs with 429 before accepting them
+        self.failing_sends = 0  # answer this many message POSTs with `failing_status` (after any 429s)
+        self.failing_status = 500  # 403: refused at once (discord.py retries a 500 for seconds)
+        self.typing_delay = 0.0  # each typing indicator POST takes this long to answer
+        self.fail_sends_after = 0  # ... but only after this many more message POSTs succeeded
+        self.send_delay = 0.0  # each message POST takes up to this many seconds (at random) to answer
+        self.created: list[dict] = []  # every message the bot created (a nonce's repeat is not a new one)
+        self._by_nonce: dict[tuple[str, str], dict] = {}
+        self.in_flight = 0  # REST calls being answered right now
         self.connections: dict[int, Connection] = {}
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
@@ -334,13 +344,26 @@ class FakeDiscord:
         path = "/" + request.match_info["path"]
         body = await request.json() if request.content_type == "application/json" else None
         recorded = Request(request.method, path, dict(request.query), body, dict(request.headers))
+        self.in_flight += 1
         try:
+            if self.send_delay and request.method == "POST" and path.endswith("/messages"):
+                await asyncio.sleep(random.uniform(0, self.send_delay))
+            if self.typing_delay and request.method == "POST" and path.endswith("/typing"):
+                await asyncio.sleep(self.typing_delay)
             # Interaction responses and follow-ups are authorized by the token in their URL instead.
             by_url = path.startswith(("/interactions/", "/webhooks/"))
             if not by_url and request.headers.get("Authorization") != f"Bot {self.token}":
                 return json_response({"message": "401: Unauthorized", "code": 0}, status=401)
             return self._answer(recorded)
+        except asyncio.CancelledError:
+            recorded.body = (
+                {**(recorded.body or {}), "cancelled": True}
+                if isinstance(recorded.body, dict)
+                else recorded.body
+            )
+            raise
         finally:
+            self.in_flight -= 1
             async with self._changed:
                 self.requests.append(recorded)
                 self._changed.notify_all()
@@ -366,7 +389,22 @@ class FakeDiscord:
             if self.rate_limited_sends:
                 self.rate_limited_sends -= 1
                 return self._too_many_requests()
-            return json_response(self._bot_message(match.group(1), req.body))
+            if self.failing_sends:
+                if self.fail_sends_after:
+                    self.fail_sends_after -= 1
+                else:
+                    self.failing_sends -= 1
+                    if self.failing_status == 403:
+                        return json_response({"message": "Missing Permissions", "code": 50013}, status=403)
+                    return json_response({"message": "500: Internal Server Error", "code": 0}, status=500)
+            nonce = req.body.get("nonce") if req.body.get("enforce_nonce") else None
+            if nonce is not None and (match.group(1), str(nonce)) in self._by_nonce:
+                return json_response(self._by_nonce[match.group(1), str(nonce)])
+            created = self._bot_message(match.group(1), req.body)
+            self.created.append(created)
+            if nonce is not None:
+                self._by_nonce[match.group(1), str(nonce)] = created
+            return json_response(created)
         if (
             method == "GET"
             and (match := re.fullmatch(r"/channels/(\d+)", path))
@@ -437,6 +475,10 @@ class FakeDiscord:
             "type": 19 if body.get("message_reference") else 0,
             "flags": 0,
         }
+        if body.get("message_reference"):
+            self.last_bot_message["message_reference"] = body["message_reference"]
+        if body.get("nonce") is not None:
+            self.last_bot_message["nonce"] = body["nonce"]
         return self.last_bot_message
 
     # --- gateway ---------------------------------------------------------------------------------------
@@ -489,7 +531,7 @@ class FakeDiscord:
             await conn.send(DISPATCH, guild, "GUILD_CREATE")
 
 
-def point_discord_py_at(fake: FakeDiscord, monkeypatch: pytest.MonkeyPatch) -> None:
+def point_discord_py_at(fake: FakeDiscord, monkeypatch: Any) -> None:
     """Aim discord.py's REST routes (webhooks and interactions included) and gateway at `fake`."""
     monkeypatch.setattr(discord.http.Route, "BASE", fake.api_base)
     monkeypatch.setattr(discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(fake.gateway_url))

@@ -1,4 +1,5 @@
-"""A fake Slack on 127.0.0.1 for the Slack adapter's end-to-end tests (test-only, not product code).
+"""A fake Slack on 127.0.0.1 for the Slack adapter's end-to-end tests and the crash test (`bot.bench.chaos`);
+a test harness, not product code.
 
 It speaks Slack's wire formats so that the real slack-bolt app and slack_sdk clients run against it unchanged:
 the Web API methods the adapter calls (`POST /api/<method>`, Bearer tokens, `{"ok": ...}` answers, HTTP 429
@@ -13,6 +14,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +60,9 @@ class FakeSlack:
         self.users: dict[str, dict] = {}  # users.info answers: user id -> flags such as {"is_admin": True}
         self.slow: dict[str, float] = {}  # Web API method -> seconds to wait before answering it
         self._canned: dict[str, list[_Canned]] = {}
+        self.messages: list[dict[str, Any]] = []  # what the bot posted, as conversations.history lists it
+        self.post_delay = 0.0  # each chat.postMessage takes up to this many seconds (at random) to answer
+        self.in_flight = 0  # Web API calls being answered right now
         self._sockets: list[web.WebSocketResponse] = []
         self._changed = asyncio.Condition()
         self._ids = itertools.count(1)
@@ -96,13 +101,22 @@ class FakeSlack:
         canned = _Canned(429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(retry_after)})
         self._canned.setdefault(method, []).extend([canned] * times)
 
+    def server_error_next(self, method: str, times: int = 1, status: int = 500) -> None:
+        """Answer the next `times` calls to `method` with an HTTP 5xx, as Slack does when in trouble."""
+        canned = _Canned(status, {"ok": False, "error": "internal_error"})
+        self._canned.setdefault(method, []).extend([canned] * times)
+
     def calls_to(self, method: str) -> list[ApiCall]:
         return [call for call in self.calls if call.method == method]
 
     @property
     def posted(self) -> list[dict[str, Any]]:
-        """The arguments of every `chat.postMessage` that succeeded."""
-        return [call.args for call in self.calls_to("chat.postMessage") if call.ok]
+        """The arguments of every `chat.postMessage` that succeeded (its message metadata left out)."""
+        return [
+            {k: v for k, v in call.args.items() if k != "metadata"}
+            for call in self.calls_to("chat.postMessage")
+            if call.ok
+        ]
 
     async def _api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
@@ -111,6 +125,12 @@ class FakeSlack:
             args.update(await request.json())
         elif request.can_read_body:
             args.update(await request.post())
+        self.in_flight += 1
+        try:
+            if self.post_delay and method == "chat.postMessage":
+                await asyncio.sleep(random.uniform(0, self.post_delay))
+        finally:
+            self.in_flight -= 1
         auth = request.headers.get("Authorization", "")
         token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else args.pop("token", None)
         if self.slow.get(method):
@@ -142,7 +162,24 @@ class FakeSlack:
             if not args.get("channel") or not args.get("text"):
                 return {"ok": False, "error": "no_text" if args.get("channel") else "channel_not_found"}
             ts = f"{int(time.time())}.{next(self._ids):06d}"
-            return {"ok": True, "channel": args["channel"], "ts": ts, "message": {"text": args["text"]}}
+            message = {
+                "type": "message",
+                "user": BOT_USER_ID,
+                "bot_id": BOT_ID,
+                "text": args["text"],
+                "ts": ts,
+            }
+            metadata = args.get("metadata")
+            if isinstance(metadata, str):
+                metadata = json.loads(metadata)
+            if metadata:
+                message["metadata"] = metadata
+            if args.get("thread_ts"):
+                message["thread_ts"] = args["thread_ts"]
+            self.messages.append({"channel": args["channel"], **message})
+            return {"ok": True, "channel": args["channel"], "ts": ts, "message": message}
+        if method in ("conversations.history", "conversations.replies"):
+            return {"ok": True, "messages": self._history(method, args), "has_more": False}
         if method == "users.info":
             user = args.get("user", "")
             if user not in self.users:
@@ -150,6 +187,24 @@ class FakeSlack:
             flags = {"is_admin": False, "is_owner": False, "is_primary_owner": False} | self.users[user]
             return {"ok": True, "user": {"id": user, "team_id": TEAM_ID, "is_bot": False, **flags}}
         return {"ok": False, "error": "unknown_method"}
+
+    def _history(self, method: str, args: dict[str, Any]) -> list[dict[str, Any]]:
+        """The bot's messages in a channel (history: top level) or a thread (replies), newest first."""
+        oldest = float(args.get("oldest") or 0)
+        found = []
+        for message in self.messages:
+            if message["channel"] != args.get("channel") or float(message["ts"]) <= oldest:
+                continue
+            thread = message.get("thread_ts")
+            if method == "conversations.replies" and thread != args.get("ts"):
+                continue
+            if method == "conversations.history" and thread not in (None, message["ts"]):
+                continue
+            listed = {k: v for k, v in message.items() if k != "channel"}
+            if not _truthy(args.get("include_all_metadata")):
+                listed.pop("metadata", None)
+            found.append(listed)
+        return list(reversed(found))
 
     # ---- Socket Mode ----
 
@@ -276,3 +331,7 @@ def direct_message(
         "channel": channel,
         **extra,
     }
+
+
+def _truthy(value: Any) -> bool:
+    return value in (True, 1, "1", "true", "True")
