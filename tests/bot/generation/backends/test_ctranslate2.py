@@ -24,6 +24,7 @@ from bot.config import parse_config
 from bot.errors import ModelLoadError
 from bot.generation.backends import ctranslate2 as ct2
 from bot.generation.backends.ctranslate2 import load_ctranslate2
+from bot.models.converted import build_once
 from bot.models.quantize import ProjectionCounts
 
 CONVERSATIONS = [["Hello"], ["Hello", "Hi", "How are you?"], ["What is your name?"]]
@@ -121,7 +122,7 @@ def test_a_damaged_cache_entry_is_rebuilt(tmp_path):
         out.mkdir()
         (out / "dialobot.json").write_text("{}")
 
-    assert ct2.build_once(target, build) == target
+    assert build_once(target, build) == target
     assert sorted(p.name for p in target.iterdir()) == ["dialobot.json"]
 
 
