@@ -51,10 +51,11 @@ class ModelConfig(_Section):
     """A Hugging Face model id, a local model directory, or `demo` (built locally on first use)."""
     quantization: Literal["int8", "none"] = "int8"
     threads: Annotated[int, Field(ge=0)] = 0
-    """Generation threads (torch or CTranslate2); 0 keeps the runtime's default (one per core)."""
-    backend: Literal["torch", "ipex", "ctranslate2", "openai"] = "torch"
-    """What runs the model: torch (FP32/INT8 here), ipex (Intel Extension for PyTorch), ctranslate2, or
-    openai (a remote OpenAI-compatible server such as vLLM; `name` then only picks the tokenizer)."""
+    """Generation threads (torch, CTranslate2 or OpenVINO); 0 keeps the runtime's default (one per core)."""
+    backend: Literal["torch", "ipex", "ctranslate2", "openvino", "openai"] = "torch"
+    """What runs the model: torch (FP32/INT8 here), ipex (Intel Extension for PyTorch), ctranslate2, openvino
+    (openvino-genai, continuous batching), or openai (a remote OpenAI-compatible server such as vLLM; `name`
+    then only picks the tokenizer)."""
 
 
 class GenerationConfig(_Section):
