@@ -45,6 +45,14 @@ def cache(tmp_path, monkeypatch):
 
 
 @pytest.fixture
+def shared_cache(tmp_path_factory, monkeypatch):
+    """One cache for the tests that do not count exports: the tiny model is exported once for them."""
+    root = tmp_path_factory.getbasetemp() / "openvino-shared-cache"
+    monkeypatch.setenv("DIALOBOT_CACHE_DIR", str(root))
+    return root / "openvino"
+
+
+@pytest.fixture
 def exports(monkeypatch):
     """Every export's (source, quantization), each still exported for real."""
     calls = []
@@ -127,20 +135,20 @@ def test_a_directory_that_holds_no_usable_model_is_one_line(tmp_path, cache):
     assert "\n" not in message and str(tmp_path) in message
 
 
-def test_sampled_replies_are_text(tiny_model_dir, cache):
+def test_sampled_replies_are_text(tiny_model_dir, shared_cache):
     for top_k in (50, 0):  # 0: no top-k limit, as in transformers
         generator = load_openvino(ov_config(tiny_model_dir, do_sample=True, top_k=top_k, max_new_tokens=16))
         replies = generator.generate_batch_sync(CONVERSATIONS)
         assert all(isinstance(r, str) and r for r in replies), replies
 
 
-def test_without_stopping_at_eos_every_reply_has_max_new_tokens(tiny_model_dir, cache):
+def test_without_stopping_at_eos_every_reply_has_max_new_tokens(tiny_model_dir, shared_cache):
     generator = load_openvino(ov_config(tiny_model_dir, do_sample=False), stop_at_eos=False)
     prompts = [generator.prompt_ids(turns) for turns in CONVERSATIONS]
     assert [len(ids) for ids in generator._generate_ids(prompts, lambda: False)] == [8, 8, 8]
 
 
-async def test_a_message_arriving_mid_batch_joins_it_instead_of_waiting(tiny_model_dir, cache):
+async def test_a_message_arriving_mid_batch_joins_it_instead_of_waiting(tiny_model_dir, shared_cache):
     """Counted in pipeline steps, not seconds: a late request must end about its own length after it
     arrived, not after the running batch ends."""
     generator = load_openvino(
@@ -170,7 +178,7 @@ async def test_a_message_arriving_mid_batch_joins_it_instead_of_waiting(tiny_mod
     await generator.close()
 
 
-async def test_an_abandoned_request_leaves_the_batch_and_the_others_finish(tiny_model_dir, cache):
+async def test_an_abandoned_request_leaves_the_batch_and_the_others_finish(tiny_model_dir, shared_cache):
     generator = load_openvino(
         ov_config(tiny_model_dir, do_sample=False, max_new_tokens=60), stop_at_eos=False
     )
