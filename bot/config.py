@@ -52,10 +52,11 @@ class ModelConfig(_Section):
     quantization: Literal["int8", "none"] = "int8"
     threads: Annotated[int, Field(ge=0)] = 0
     """Generation threads (torch, CTranslate2 or OpenVINO); 0 keeps the runtime's default (one per core)."""
-    backend: Literal["torch", "ipex", "ctranslate2", "openvino", "openai"] = "torch"
-    """What runs the model: torch (FP32/INT8 here), ipex (Intel Extension for PyTorch), ctranslate2, openvino
-    (openvino-genai, continuous batching), or openai (a remote OpenAI-compatible server such as vLLM; `name`
-    then only picks the tokenizer)."""
+    backend: Literal["torch", "ipex", "ctranslate2", "openvino", "openai"] = "ctranslate2"
+    """What runs the model: ctranslate2 (the default, measured fastest: docs/benchmarks.md), torch (FP32/INT8
+    here; the reference, and the only one that loads a `dialobot quantize` directory), ipex (Intel Extension
+    for PyTorch), openvino (openvino-genai, continuous batching), or openai (a remote OpenAI-compatible server
+    such as vLLM; `name` then only picks the tokenizer)."""
 
 
 class GenerationConfig(_Section):

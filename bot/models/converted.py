@@ -24,8 +24,9 @@ from pathlib import Path
 from huggingface_hub import list_repo_files, snapshot_download
 
 from bot.config import DEMO_MODEL
-from bot.errors import ModelLoadError
+from bot.errors import ConfigError, ModelLoadError
 from bot.models.loader import about_to_download
+from bot.models.prequantized import is_prequantized
 
 logger = logging.getLogger(__name__)
 
@@ -39,10 +40,15 @@ _PYTORCH_BIN = ["pytorch_model*.bin"]
 _SOURCE_SUFFIXES = (".json", ".txt", ".model", ".safetensors", ".bin")
 
 
-def local_snapshot(source: str) -> tuple[Path, str]:
+def local_snapshot(source: str, backend: str) -> tuple[Path, str]:
     """The local directory holding `source`, and what identifies its version (a hub commit, or nothing)."""
     path = Path(source)
     if path.is_dir():
+        if is_prequantized(path):  # torch's own INT8 state dict: nothing else can read it
+            raise ConfigError(
+                f"model.name: {source} holds a model pre-quantized for the torch backend, which {backend} "
+                f'cannot convert: set model.backend = "torch" (--backend torch), or name the FP32 model'
+            )
         return path.resolve(), ""
     cached = _cached_snapshot(source)
     if cached is not None:

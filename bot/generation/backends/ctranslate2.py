@@ -94,7 +94,7 @@ def load_ctranslate2(config: Config, stop_at_eos: bool = True) -> CTranslate2Gen
     hf_logging.disable_progress_bar()
     quantization = config.model.quantization
     source = resolve_source(config.model.name)
-    local_dir, identity = local_snapshot(source)
+    local_dir, identity = local_snapshot(source, "ctranslate2")
     model_dir = ensure_converted(local_dir, identity, quantization)
     meta = json.loads((model_dir / MARKER).read_text())
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)

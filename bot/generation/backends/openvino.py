@@ -229,7 +229,7 @@ def load_openvino(config: Config, stop_at_eos: bool = True) -> OpenVINOGenerator
     hf_logging.disable_progress_bar()
     quantization = config.model.quantization
     source = resolve_source(config.model.name)
-    local_dir, identity = local_snapshot(source)
+    local_dir, identity = local_snapshot(source, "openvino")
     model_dir = ensure_exported(local_dir, identity, quantization)
     meta = json.loads((model_dir / MARKER).read_text())
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
