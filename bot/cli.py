@@ -37,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--backend",
                 choices=["torch", "ipex", "ctranslate2", "openvino", "openai"],
-                help="what runs the model (default: model.backend, torch)",
+                help="what runs the model (default: model.backend, ctranslate2)",
             )
         return p
 
