@@ -156,24 +156,31 @@ async def test_a_message_arriving_mid_batch_joins_it_instead_of_waiting(tiny_mod
     )
     loop = asyncio.get_running_loop()
     paused = paused_at(generator, 15)
-    finished_at = {}
+    finished_at: list[int | None] = []  # the step each request ended at, in the order they came
+    submit = generator._submit
 
-    async def reply(name, turns):
-        await generator.generate(turns)
-        finished_at[name] = generator.stats.steps
+    def recorded(prompt, abandoned):
+        request = submit(prompt, abandoned)
+        index = len(finished_at)
+        finished_at.append(None)
+        # Settled on the stepping thread as the request ends: the step count is the one it ended at.
+        request.future.add_done_callback(lambda _, i=index: finished_at.__setitem__(i, generator.stats.steps))
+        return request
 
-    early = [asyncio.create_task(reply(f"early{i}", turns)) for i, turns in enumerate(CONVERSATIONS)]
+    generator._submit = recorded
+    early = [asyncio.create_task(generator.generate(turns)) for turns in CONVERSATIONS]
     assert await loop.run_in_executor(None, paused.reached.wait, 60)  # the three are well into their replies
     arrived = generator.stats.steps
-    late = asyncio.create_task(reply("late", ["What time is it?"]))
+    late = asyncio.create_task(generator.generate(["What time is it?"]))
     await asyncio.sleep(0)  # the late request is queued
     paused.go.set()
     await asyncio.gather(late, *early)
+    *early_ends, late_end = finished_at
     assert generator.stats.largest_batch == 4
-    assert max(finished_at[f"early{i}"] for i in range(3)) < finished_at["late"]
+    assert max(early_ends) < late_end
     # One step per token (the prompt's step gives the first): it ends 40 steps after it arrived, where a
     # request that waited for the running batch to end would need about 25 more.
-    assert finished_at["late"] - arrived <= 40 + 1
+    assert late_end - arrived <= 40 + 1
     assert generator.stats.replies == 4 and generator.stats.cancelled == 0
     await generator.close()
 
