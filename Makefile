@@ -17,9 +17,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first, pinned: on our machines this is a local CPU build; an unpinned torch pulls CUDA (GBs).
 	$(PY) -m pip install --quiet torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	# The demo model's corpus, the bench's plot, the small ctranslate2 and openai backends (tested in CI), the
-	# default safety classifier, and Detoxify's code (small; its weights are downloaded only when configured).
-	$(PY) -m pip install --quiet -e ".[dev,demo,bench,ctranslate2,openai,safety,detoxify]"
+	# The demo model's corpus, the bench's plot, the ctranslate2, openvino and openai backends (tested in CI),
+	# the default safety classifier, and Detoxify's code (small; its weights are downloaded only when configured).
+	$(PY) -m pip install --quiet -e ".[dev,demo,bench,ctranslate2,openvino,openai,safety,detoxify]"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -36,8 +36,8 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--quantization", choices=["int8", "none"])
             p.add_argument(
                 "--backend",
-                choices=["torch", "ipex", "ctranslate2", "openai"],
-                help="what runs the model (default: model.backend, torch)",
+                choices=["torch", "ipex", "ctranslate2", "openvino", "openai"],
+                help="what runs the model (default: model.backend, ctranslate2)",
             )
         return p
 
@@ -96,6 +96,8 @@ def _model_info(config: Config) -> None:
     print(f"quantization: {info.quantization}")
     if info.projections is not None:
         print(f"projections:  {info.projections.int8}/{info.projections.total} INT8")
+    if info.runtime:
+        print(f"runtime:      {info.runtime}")
     if server is not None:
         print(f"server:       {server}")
 

@@ -52,13 +52,14 @@ class ModelConfig(_Section):
     """A Hugging Face model id, a local model directory, or `demo` (built locally on first use)."""
     quantization: Literal["int8", "none"] = "int8"
     threads: Annotated[int, Field(ge=0)] = 0
-    """Generation threads (torch or CTranslate2); 0 keeps the runtime's default (one per core)."""
-    backend: Literal["torch", "ipex", "ctranslate2", "openai", "scripted"] = "torch"
-    """What runs the model: torch (FP32/INT8 here), ipex (Intel Extension for PyTorch), ctranslate2, or
-    openai (a remote OpenAI-compatible server such as vLLM; `name` then only picks the tokenizer).
-    `scripted` is the test harness's echo (`bot.testing.ScriptedGenerator`), not a model: the crash test
-    (`python -m bot.bench.chaos`) runs the real bot with it; `$DIALOBOT_SCRIPTED_DELAY_SECONDS` sets how
-    long each reply "thinks"."""
+    """Generation threads (torch, CTranslate2 or OpenVINO); 0 keeps the runtime's default (one per core)."""
+    backend: Literal["torch", "ipex", "ctranslate2", "openvino", "openai", "scripted"] = "ctranslate2"
+    """What runs the model: ctranslate2 (the default, measured fastest: docs/benchmarks.md), torch (FP32/INT8
+    here; the reference, and the only one that loads a `dialobot quantize` directory), ipex (Intel Extension
+    for PyTorch), openvino (openvino-genai, continuous batching), or openai (a remote OpenAI-compatible server
+    such as vLLM; `name` then only picks the tokenizer). `scripted` is the test harness's echo
+    (`bot.testing.ScriptedGenerator`), not a model: the crash test (`python -m bot.bench.chaos`) runs the real
+    bot with it; `$DIALOBOT_SCRIPTED_DELAY_SECONDS` sets how long each reply "thinks"."""
 
 
 class GenerationConfig(_Section):

@@ -5,6 +5,15 @@ memory are its own and one runtime's global state (IPEX patches torch on import)
 case reports load time, time per reply one at a time, and the wall time of one batch of `--batch` replies,
 with the bot's default sampling settings and a fixed reply length (EOS ignored), like `dialobot bench`.
 
+Against the limit: one decoding step reads every weight matrix once, so it cannot be faster than their bytes
+divided by the machine's memory read bandwidth (measured here, all cores reading one large buffer). A case
+reports its prompt (prefill) time apart from its decode time per token (a one-token reply is the prompt's
+time; the rest of a full reply, per token, is decoding), beside that floor for INT8 and FP32 weights.
+
+Late messages: `--batch` replies are sent at once as they would be served (the bot's scheduler or the
+runtime's continuous batching), and one more message arrives when about half of that batch's time has
+passed; its time to reply is reported against the same message sent alone.
+
 IPEX runs only on torch 2.8, so the comparison that includes it is run from the IPEX environment
 (`make ipex`: `.venv-ipex/bin/python -m bot.bench.backends`); every case there shares that stack.
 """
@@ -12,8 +21,10 @@ IPEX runs only on torch 2.8, so the comparison that includes it is run from the 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -21,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-DEFAULT_CASES = "torch:none,torch:int8,ipex:none,ipex:int8,ctranslate2:int8"
+DEFAULT_CASES = "torch:none,torch:int8,ctranslate2:int8,openvino:int8"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -75,6 +86,7 @@ def _run_case(args: argparse.Namespace) -> dict:
     generator = load_backend(config)
     load_s = time.perf_counter() - started
     generator.ignore_eos()
+    full = generator._settings
     vocab = SHAPES[args.shape].vocab_size
     conversations = [[random_words(args.prompt_tokens - 1, vocab, seed=i)] for i in range(16)]
     for turns in conversations[:2]:  # warm-up: thread pools, allocator, IPEX's first-call work
@@ -84,23 +96,74 @@ def _run_case(args: argparse.Namespace) -> dict:
         t0 = time.perf_counter()
         generator.generate_sync(conversations[i % len(conversations)])
         times.append(time.perf_counter() - t0)
+    # The prompt alone: a one-token reply (the prompt's forward pass gives its token).
+    generator._settings = full.model_copy(update={"max_new_tokens": 1})
+    prefills = []
+    for i in range(args.repeats):
+        t0 = time.perf_counter()
+        generator.generate_sync(conversations[i % len(conversations)])
+        prefills.append(time.perf_counter() - t0)
+    generator._settings = full
     walls = []
     for r in range(args.rounds):
         batch = [conversations[(r * args.batch + i) % len(conversations)] for i in range(args.batch)]
         t0 = time.perf_counter()
         generator.generate_batch_sync(batch)
         walls.append(time.perf_counter() - t0)
+    reply_s, prefill_s = float(np.median(times)), float(np.median(prefills))
+    late = asyncio.run(_late_arrival(generator, config, conversations, args.batch, float(np.median(walls))))
     info = generator.info
     return {
         "case": args.case,
         "load_s": load_s,
         "single": summarize(times),
+        "prefill_s": prefill_s,
+        "decode_ms_per_token": 1000 * (reply_s - prefill_s) / max(1, args.new_tokens - 1),
         "batch_wall_s": float(np.median(walls)),
+        "late": late,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "projections": None
         if info.projections is None
         else f"{info.projections.int8}/{info.projections.total}",
     }
+
+
+async def _late_arrival(generator, config, conversations, batch: int, batch_s: float) -> dict:
+    """Time to reply for a message arriving when about half a batch's time has passed, and alone."""
+    from bot.generation.scheduler import build_generator
+
+    served = build_generator(generator, config)
+    message = conversations[-1]
+    started = time.perf_counter()
+    await served.generate(message)
+    solo_s = time.perf_counter() - started
+    running = [asyncio.create_task(served.generate(conversations[i])) for i in range(batch)]
+    await asyncio.sleep(batch_s / 2)
+    started = time.perf_counter()
+    await served.generate(message)
+    late_s = time.perf_counter() - started
+    await asyncio.gather(*running)
+    return {"solo_s": solo_s, "mid_batch_s": late_s, "ratio": late_s / solo_s}
+
+
+def memory_bandwidth_gbs(size_mb: int = 1024, runs: int = 5) -> float:
+    """The machine's memory read bandwidth in GB/s: the best of `runs` sums of a buffer far larger than the
+    caches, on every core (torch splits a large reduction across its threads)."""
+    import torch
+
+    buffer = torch.ones(size_mb * 2**20 // 4, dtype=torch.float32)
+    best = 0.0
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        buffer.sum().item()
+        best = max(best, buffer.numel() * 4 / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def weight_matrix_params(shape) -> int:
+    """Parameters a decoding step reads as matrices: per layer QKV, attention output and the two MLP
+    projections (12·d²), and the LM head (vocabulary·d)."""
+    return 12 * shape.n_layer * shape.n_embd**2 + shape.vocab_size * shape.n_embd
 
 
 def _stack() -> dict:
@@ -109,7 +172,11 @@ def _stack() -> dict:
 
     stack = {"python": platform.python_version(), "torch": torch.__version__}
     stack["transformers"] = transformers.__version__
-    for name, module in (("ipex", "intel_extension_for_pytorch"), ("ctranslate2", "ctranslate2")):
+    for name, module in (
+        ("ipex", "intel_extension_for_pytorch"),
+        ("ctranslate2", "ctranslate2"),
+        ("openvino_genai", "openvino_genai"),
+    ):
         try:
             stack[name] = __import__(module).__version__
         except Exception:
@@ -120,11 +187,16 @@ def _stack() -> dict:
 def _render(results: dict) -> str:
     rows = results["cases"]
     base = next((r for r in rows if r.get("case") == "torch:none" and "error" not in r), None)
+    floor = results["floor"]
     lines = [
         f"{results['shape']} shape, {results['prompt_tokens']}-token prompts, "
         f"{results['new_tokens']} new tokens, batch of {results['batch']}; {results['stack']}",
-        f"{'case':<18} {'load s':>7} {'reply s':>8} {'vs FP32':>8} {'batch s':>8} {'per reply':>9}"
-        f" {'peak MB':>8} {'INT8 proj':>9}",
+        f"load average {results['load_average'][0]:.2f} at start, "
+        f"{results['load_average_end'][0]:.2f} at end; "
+        f"memory read {floor['bandwidth_gbs']:.1f} GB/s: a decode step takes at least "
+        f"{floor['int8_ms']:.1f} ms with INT8 weights, {floor['fp32_ms']:.1f} ms with FP32",
+        f"{'case':<18} {'load s':>7} {'reply s':>8} {'vs FP32':>8} {'prompt s':>8} {'ms/token':>8}"
+        f" {'x floor':>7} {'batch s':>8} {'per reply':>9} {'late/solo':>9} {'peak MB':>8} {'INT8 proj':>9}",
     ]
     for r in rows:
         if "error" in r:
@@ -132,10 +204,12 @@ def _render(results: dict) -> str:
             continue
         single = r["single"]["median_s"]
         speedup = f"{base['single']['median_s'] / single:.2f}x" if base else "-"
+        limit = floor["int8_ms"] if r["case"].endswith(":int8") else floor["fp32_ms"]
         lines.append(
-            f"{r['case']:<18} {r['load_s']:>7.2f} {single:>8.3f} {speedup:>8} {r['batch_wall_s']:>8.2f}"
-            f" {r['batch_wall_s'] / results['batch']:>9.3f} {r['peak_rss_mb']:>8.0f}"
-            f" {r['projections'] or '-':>9}"
+            f"{r['case']:<18} {r['load_s']:>7.2f} {single:>8.3f} {speedup:>8} {r['prefill_s']:>8.3f}"
+            f" {r['decode_ms_per_token']:>8.1f} {r['decode_ms_per_token'] / limit:>6.2f}x"
+            f" {r['batch_wall_s']:>8.2f} {r['batch_wall_s'] / results['batch']:>9.3f}"
+            f" {r['late']['ratio']:>8.2f}x {r['peak_rss_mb']:>8.0f} {r['projections'] or '-':>9}"
         )
     return "\n".join(lines)
 
@@ -145,11 +219,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.case:  # the child: one case, JSON on stdout
         print(json.dumps(_run_case(args)))
         return 0
+    from bot.bench.models import SHAPES
+
     model_dir = str(_model_dir(args.shape))
+    bandwidth = memory_bandwidth_gbs()
+    weights = weight_matrix_params(SHAPES[args.shape])
     results = {
         "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {_cpus()} CPUs",
+        "machine": f"{platform.machine()}, {_cpus()} CPUs, {_cpu_model()}",
+        "load_average": os.getloadavg(),
         "stack": _stack(),
+        "floor": {
+            "bandwidth_gbs": bandwidth,
+            "weight_matrix_params": weights,
+            "int8_ms": weights / bandwidth / 1e6,
+            "fp32_ms": 4 * weights / bandwidth / 1e6,
+        },
         "shape": args.shape,
         "prompt_tokens": args.prompt_tokens,
         "new_tokens": args.new_tokens,
@@ -178,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
             results["cases"].append({"case": case, "error": reason})
         else:
             results["cases"].append(json.loads(child.stdout.strip().splitlines()[-1]))
+    results["load_average_end"] = os.getloadavg()
     print(_render(results))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -187,9 +273,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _cpus() -> int:
-    import os
-
     return len(os.sched_getaffinity(0))
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

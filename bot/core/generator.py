@@ -38,6 +38,8 @@ class ModelInfo:
     context: int
     projections: ProjectionCounts | None
     """How many linear projections run in INT8; None when the backend does not tell."""
+    runtime: str = ""
+    """How the backend runs the model when it has more to say (runtime version, batching): `model-info`."""
 
     @property
     def public_name(self) -> str:

@@ -34,6 +34,10 @@ class LocalGenerator:
     turn unpadded prompt ids into reply ids (`_generate_ids`).
     """
 
+    batches_itself = False
+    """True for a runtime that batches concurrent `generate` calls itself (continuous batching): the
+    cross-channel scheduler then leaves it as it is."""
+
     def __init__(
         self,
         info: ModelInfo,

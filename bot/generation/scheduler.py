@@ -150,9 +150,11 @@ class BatchingGenerator:
 
 def build_generator(inner: Generator, config: Config) -> Generator:
     """The generator the bot serves with: an in-process backend batched across channels (unless
-    `batching.enabled` is false); a remote server, which batches on its own, as it is."""
+    `batching.enabled` is false); a backend that batches on its own (a remote server, OpenVINO's continuous
+    batching) as it is."""
     if (
         not isinstance(inner, LocalGenerator)
+        or inner.batches_itself
         or not config.batching.enabled
         or config.batching.max_batch_size == 1
     ):

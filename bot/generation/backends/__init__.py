@@ -5,12 +5,15 @@ One module per `model.backend` value, named like it:
 - `torch`: the model in this process, FP32 or torch INT8 (`bot.models.quantize`). Always installed.
 - `ipex`: the same model optimized and INT8-quantized by Intel Extension for PyTorch.
 - `ctranslate2`: the model converted to CTranslate2 INT8 on first use and cached.
+- `openvino`: the model exported to OpenVINO IR (INT8 weights) on first use, cached, and run by openvino-genai
+  with continuous batching.
 - `openai`: a remote OpenAI-compatible completions server, e.g. vLLM.
 - `scripted`: not a model but the test harness's echo (`bot.testing.ScriptedGenerator`), for running the
   real bot in tests and in the crash test (`python -m bot.bench.chaos`) without a model.
 
-The three in-process backends are `LocalGenerator`s, which the batching scheduler batches across channels; a
-remote server batches on its own, so its generator is used as is.
+The in-process backends are `LocalGenerator`s, which the batching scheduler batches across channels, except
+`openvino`, which batches continuously by itself; a remote server batches on its own too. Those two are used
+as they are.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ _REQUIREMENTS = {
         "; it needs its own pinned stack (torch 2.8, transformers 4.57): `make ipex`, see README 'Backends'",
     ),
     "ctranslate2": ("ctranslate2", "ctranslate2", ""),
+    # Through the backend's module, which turns OpenVINO's usage reports off before importing it.
+    "openvino": ("bot.generation.backends.openvino", "openvino", ""),
     "openai": ("openai", "openai", ""),
 }
 
@@ -71,6 +76,10 @@ def load_backend(config: Config) -> Generator:
         from bot.generation.backends.ctranslate2 import load_ctranslate2
 
         return load_ctranslate2(config)
+    if backend == "openvino":
+        from bot.generation.backends.openvino import load_openvino
+
+        return load_openvino(config)
     from bot.generation.backends.openai import OpenAIGenerator
 
     return OpenAIGenerator.from_config(config)

@@ -2,49 +2,39 @@
 
 CTranslate2 runs GPT-2 with its own fused CPU kernels, INT8 included, so a conversion pays off from the first
 reply. Converting DialoGPT-medium takes a while and needs the FP32 model in memory, so it happens once per
-(source model, quantization): the result is cached under `cache_dir()/ctranslate2/<key>`, with the tokenizer
-and what `ModelInfo` reports, and later starts load only the converted directory. The key changes with the
-source files, so a retrained or updated model is converted again.
+(source model, quantization): the result is cached under `cache_dir()/ctranslate2/<key>`
+(`bot.models.converted`), with the tokenizer and what `ModelInfo` reports, and later starts load only the
+converted directory. The key changes with the source files, so a retrained or updated model is converted
+again.
 """
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import ctranslate2
 from ctranslate2.converters import TransformersConverter
-from huggingface_hub import list_repo_files, snapshot_download
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from bot.config import DEMO_MODEL, Config, GenerationConfig, cache_dir
+from bot.config import Config, GenerationConfig, cache_dir
 from bot.core.generator import ModelInfo, ProjectionCounts
 from bot.errors import ModelLoadError
 from bot.generation.local import LocalGenerator
-from bot.models.loader import about_to_download, model_context, require_eos, resolve_source
+from bot.models import converted
+from bot.models.converted import MARKER, local_snapshot, reason, write_marker
+from bot.models.loader import model_context, require_eos, resolve_source
 from bot.models.quantize import count_projections
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 """Bump when the layout of a converted directory changes: every cached conversion is redone."""
-MARKER = "dialobot.json"
-# Files a conversion reads from a hub snapshot: config, tokenizer, and one copy of the PyTorch weights
-# (hub repos often also hold TF, Flax and ONNX weights, several GB we would never read).
-_HUB_CONFIG_FILES = ["*.json", "*.txt", "*.model"]
-_SAFETENSORS = ["model*.safetensors"]
-_PYTORCH_BIN = ["pytorch_model*.bin"]
-# Which source files decide the converted model, for the cache key.
-_SOURCE_SUFFIXES = (".json", ".txt", ".model", ".safetensors", ".bin")
 _COMPUTE_TYPES = {"int8": "int8", "none": "float32"}
 
 
@@ -104,7 +94,7 @@ def load_ctranslate2(config: Config, stop_at_eos: bool = True) -> CTranslate2Gen
     hf_logging.disable_progress_bar()
     quantization = config.model.quantization
     source = resolve_source(config.model.name)
-    local_dir, identity = local_snapshot(source)
+    local_dir, identity = local_snapshot(source, "ctranslate2")
     model_dir = ensure_converted(local_dir, identity, quantization)
     meta = json.loads((model_dir / MARKER).read_text())
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
@@ -130,58 +120,11 @@ def load_ctranslate2(config: Config, stop_at_eos: bool = True) -> CTranslate2Gen
     return CTranslate2Generator(generator, tokenizer, info, config.generation, stop_at_eos=stop_at_eos)
 
 
-def local_snapshot(source: str) -> tuple[Path, str]:
-    """The local directory holding `source`, and what identifies its version (a hub commit, or nothing)."""
-    path = Path(source)
-    if path.is_dir():
-        return path.resolve(), ""
-    cached = _cached_snapshot(source)
-    if cached is not None:
-        return cached, cached.name
-    about_to_download(source)
-    try:
-        files = list_repo_files(source)
-        weights = _SAFETENSORS if any(f.endswith(".safetensors") for f in files) else _PYTORCH_BIN
-        snapshot = Path(snapshot_download(source, allow_patterns=_HUB_CONFIG_FILES + weights))
-    except Exception as exc:  # network, HTTP and hub errors come in many types; all mean "not available"
-        raise ModelLoadError(
-            f"could not download model {source!r} from the Hugging Face hub ({_reason(exc)}); "
-            f"use --model {DEMO_MODEL} for the offline demo model"
-        ) from None
-    return snapshot, snapshot.name
-
-
-def _cached_snapshot(repo_id: str) -> Path | None:
-    """The hub cache's snapshot of `repo_id` if it holds a config and weights (the torch backend's, say)."""
-    try:
-        snapshot = Path(
-            snapshot_download(
-                repo_id, local_files_only=True, allow_patterns=_HUB_CONFIG_FILES + _SAFETENSORS + _PYTORCH_BIN
-            )
-        )
-    except Exception:  # not cached (LocalEntryNotFoundError), or a malformed repo id (HFValidationError)
-        return None
-    has_weights = any(snapshot.glob("model*.safetensors")) or any(snapshot.glob("pytorch_model*.bin"))
-    return snapshot if (snapshot / "config.json").is_file() and has_weights else None
-
-
 def cache_key(local_dir: Path, identity: str, quantization: str) -> str:
     """Stable for one source model and quantization; changes when any of the source's files does."""
-    files = {
-        f.name: [f.stat().st_size, f.stat().st_mtime_ns]
-        for f in sorted(local_dir.iterdir())
-        if f.suffix in _SOURCE_SUFFIXES and f.is_file()
-    }
-    payload = {
-        "format": FORMAT_VERSION,
-        "source": str(local_dir),
-        "revision": identity,
-        "files": files,
-        "quantization": quantization,
-        # A model converted by a newer CTranslate2 may not load in an older one.
-        "ctranslate2": ctranslate2.__version__.split(".")[0],
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    # A model converted by a newer CTranslate2 may not load in an older one.
+    major = ctranslate2.__version__.split(".")[0]
+    return converted.cache_key(local_dir, identity, quantization, format=FORMAT_VERSION, ctranslate2=major)
 
 
 def ensure_converted(local_dir: Path, identity: str, quantization: str, root: Path | None = None) -> Path:
@@ -196,53 +139,7 @@ def ensure_converted(local_dir: Path, identity: str, quantization: str, root: Pa
         convert_model(local_dir, out, quantization)
         logger.info("converted %s in %.1fs", local_dir, time.perf_counter() - started)
 
-    target = build_once(root / key, convert)
-    _prune_older_conversions(root, target)
-    return target
-
-
-def _prune_older_conversions(root: Path, current: Path) -> None:
-    """Delete earlier conversions of the same source and quantization (a retrained or updated model): each
-    is as large as the model, and nothing loads them any more."""
-    meta = json.loads((current / MARKER).read_text())
-    for other in root.iterdir():
-        marker = other / MARKER
-        if other == current or other.name.startswith(".") or not marker.is_file():
-            continue
-        try:
-            theirs = json.loads(marker.read_text())
-        except (OSError, ValueError):
-            continue
-        if (theirs.get("source"), theirs.get("quantization")) == (meta["source"], meta["quantization"]):
-            logger.info("removing %s, an older conversion of %s", other, meta["source"])
-            shutil.rmtree(other, ignore_errors=True)
-
-
-def build_once(target: Path, build: Callable[[Path], None]) -> Path:
-    """`target`, built by `build(tmp)` into a temporary directory renamed into place if it does not exist.
-
-    Under a file lock (as `ensure_demo_model` builds the demo model), so that processes and threads starting
-    at once build it once, and nobody ever loads a half-written directory.
-    """
-    if (target / MARKER).is_file():
-        return target
-    root = target.parent
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / f".{target.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # per open file, so it also serializes threads of one process
-        if (target / MARKER).is_file():
-            return target
-        for stale in root.glob(f".{target.name}-build-*"):  # left by a conversion that was interrupted
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-build-", dir=root))
-        try:
-            build(tmp / "model")
-            if target.exists():  # without its marker: damaged by hand or by a disk error; replaced whole
-                shutil.rmtree(target)
-            os.replace(tmp / "model", target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return converted.ensure_built(root, key, convert)
 
 
 def convert_model(local_dir: Path, out: Path, quantization: str) -> None:
@@ -255,7 +152,7 @@ def convert_model(local_dir: Path, out: Path, quantization: str) -> None:
     except Exception as exc:  # missing or unreadable files, invalid configs, unsupported architectures
         logger.debug("converting %s failed", local_dir, exc_info=True)
         raise ModelLoadError(
-            f"model.name: could not convert {local_dir} to CTranslate2: {_reason(exc)}"
+            f"model.name: could not convert {local_dir} to CTranslate2: {reason(exc)}"
         ) from None
     meta = {
         **converter.facts,
@@ -265,17 +162,11 @@ def convert_model(local_dir: Path, out: Path, quantization: str) -> None:
     }
     try:
         converter.tokenizer.save_pretrained(out)
-        (out / MARKER).write_text(json.dumps(meta, indent=2) + "\n")
     except OSError as exc:  # a full disk, a read-only cache directory
         raise ModelLoadError(
             f"could not write the CTranslate2 model to {out}: {exc.strerror or exc}"
         ) from None
-
-
-def _reason(exc: BaseException) -> str:
-    """An exception's message on one line: its first line, and the next when the first ends in a colon."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
-    return " ".join(lines[:2]) if lines[0].endswith(":") else lines[0]
+    write_marker(out, meta, "CTranslate2")
 
 
 class _CountingConverter(TransformersConverter):

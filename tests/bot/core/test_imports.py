@@ -9,7 +9,18 @@ import sys
 
 import pytest
 
-HEAVY = ("torch", "transformers", "sqlalchemy", "discord", "slack_bolt", "slack_sdk", "ctranslate2", "openai")
+HEAVY = (
+    "torch",
+    "transformers",
+    "sqlalchemy",
+    "discord",
+    "slack_bolt",
+    "slack_sdk",
+    "ctranslate2",
+    "openvino",
+    "openvino_genai",
+    "openai",
+)
 
 
 @pytest.mark.parametrize(

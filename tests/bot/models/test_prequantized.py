@@ -80,7 +80,7 @@ def test_save_refuses_a_file(tiny_model_dir, tmp_path):
 def test_chat_from_the_prequantized_directory(quantized_dir, tmp_path):
     env = {"DIALOBOT_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "bot", "chat", "--model", str(quantized_dir)],
+        [sys.executable, "-m", "bot", "chat", "--backend", "torch", "--model", str(quantized_dir)],
         input="Hello\n/status\n",
         capture_output=True,
         text=True,

@@ -1,8 +1,8 @@
 """Every backend built on the tiny trained model, for the shared behavioural tests in test_contract.py.
 
-The in-process backends load the model themselves; `openai` talks to `FakeOpenAIServer`, which serves the same
-model over HTTP on 127.0.0.1. IPEX needs its own pinned stack (`make test-ipex`), so its cases are skipped,
-with that reason, where it is not installed.
+The in-process backends load the model themselves (CTranslate2 and OpenVINO convert it once per session);
+`openai` talks to `FakeOpenAIServer`, which serves the same model over HTTP on 127.0.0.1. IPEX needs its own
+pinned stack (`make test-ipex`), so its cases are skipped, with that reason, where it is not installed.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 
 from bot.config import parse_config
 
-BACKENDS = ("torch", "ipex", "ctranslate2", "openai")
+BACKENDS = ("torch", "ipex", "ctranslate2", "openvino", "openai")
 # Plain greedy decoding: runtimes agree on it token for token. Repetition penalties are applied differently
 # (transformers penalizes prompt tokens too, CTranslate2 only the reply's; vLLM has no n-gram blocking), so
 # they are checked on their own in test_contract.py.

@@ -21,9 +21,10 @@ import pytest
 
 from bot.cli import main
 from bot.config import parse_config
-from bot.errors import ModelLoadError
+from bot.errors import ConfigError, ModelLoadError
 from bot.generation.backends import ctranslate2 as ct2
 from bot.generation.backends.ctranslate2 import load_ctranslate2
+from bot.models.converted import build_once
 from bot.models.quantize import ProjectionCounts
 
 CONVERSATIONS = [["Hello"], ["Hello", "Hi", "How are you?"], ["What is your name?"]]
@@ -121,7 +122,7 @@ def test_a_damaged_cache_entry_is_rebuilt(tmp_path):
         out.mkdir()
         (out / "dialobot.json").write_text("{}")
 
-    assert ct2.build_once(target, build) == target
+    assert build_once(target, build) == target
     assert sorted(p.name for p in target.iterdir()) == ["dialobot.json"]
 
 
@@ -216,3 +217,14 @@ def test_piped_console_chat_answers(tiny_model_dir, tmp_path, cache, monkeypatch
     assert len(replies) == 3
     assert all(reply.strip() for reply in replies[:2])
     assert "backend ctranslate2" in replies[2] and replies[2].endswith("turns stored in this conversation: 4")
+
+
+def test_a_directory_pre_quantized_for_torch_names_the_torch_backend(tmp_path, cache):
+    from bot.models.prequantized import MARKER
+
+    (tmp_path / "config.json").write_text('{"model_type": "gpt2"}')
+    (tmp_path / MARKER).write_text("{}")
+    with pytest.raises(ConfigError) as error:
+        load_ctranslate2(ct2_config(tmp_path))
+    message = str(error.value)
+    assert "\n" not in message and str(tmp_path) in message and "--backend torch" in message
