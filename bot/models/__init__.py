@@ -1,0 +1,1 @@
+"""Model loading, quantization, the demo model, training."""
