@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass
 
 import torch
 from torch import nn
