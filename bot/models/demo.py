@@ -119,7 +119,7 @@ def build_demo_model(out_dir: Path, recipe: DemoRecipe = DEMO_RECIPE, progress: 
         "steps": result.steps,
         "tokens": result.tokens,
         "epochs": round(result.epochs, 3),
-        "final_loss": round(result.losses[-1], 4),
+        "final_loss": round(result.recent_loss, 4),
         "train_seconds": round(result.seconds, 1),
         "build_seconds": round(time.perf_counter() - started, 1),
         "threads": recipe.train.threads or torch.get_num_threads(),

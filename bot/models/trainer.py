@@ -11,6 +11,7 @@ Seeded, single-process, CPU-friendly: the same data, config and thread count giv
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import random
@@ -58,6 +59,8 @@ class TrainResult:
     seconds: float = 0.0
     losses: list[float] = field(default_factory=list)
     """Mean training loss of each finished epoch (or of the part trained, when stopped early)."""
+    recent_loss: float = 0.0
+    """Mean training loss of the last 50 steps: where training ended up."""
     stopped: str = ""
     """Why training ended before `planned_steps`: `time` (the deadline), or empty."""
 
@@ -174,6 +177,7 @@ def _train(model, tokenizer, conversations, config, progress, deadline, on_epoch
     total = 0.0
     count = 0
     cursor = 0
+    recent: collections.deque[float] = collections.deque(maxlen=50)
     try:
         with tqdm(total=steps, desc="training", unit="step", disable=not progress) as bar:
             while result.steps < steps:
@@ -201,6 +205,7 @@ def _train(model, tokenizer, conversations, config, progress, deadline, on_epoch
                 optimizer.zero_grad(set_to_none=True)
                 total += loss.item()
                 count += 1
+                recent.append(loss.item())
                 result.steps += 1
                 result.tokens += int(batch.numel()) * block
                 result.epochs = epoch + min(cursor, len(inputs)) / len(inputs)
@@ -216,6 +221,7 @@ def _train(model, tokenizer, conversations, config, progress, deadline, on_epoch
     finally:
         model.eval()
         result.seconds = time.monotonic() - started
+        result.recent_loss = sum(recent) / len(recent) if recent else 0.0
     return result
 
 
