@@ -1,4 +1,4 @@
-"""The `dialobot` command line: `chat`, `run`, `model-info`.
+"""The `dialobot` command line: `chat`, `run`, `model-info`, `quantize`, `bench`, `eval`, `train`, admin.
 
 Errors the user can fix (bad config, a model that cannot be loaded) end the program with one line on stderr
 and exit status 2, never a traceback.
@@ -51,6 +51,18 @@ def _parser() -> argparse.ArgumentParser:
     from bot.bench.cli import add_bench_arguments
 
     add_bench_arguments(bench)
+    evaluate = add(
+        "eval",
+        "reply quality on held-out conversations: DialoGPT's metrics, FP32 and INT8 (docs/benchmarks.md)",
+        False,
+    )
+    from bot.bench.eval_cli import add_eval_arguments
+
+    add_eval_arguments(evaluate)
+    train = add("train", "fine-tune a model on exported conversations into a new model directory", False)
+    from bot.models.finetune import add_train_arguments
+
+    add_train_arguments(train)
     return parser
 
 
@@ -62,8 +74,8 @@ def _setup_logging(level: str, config: Config) -> None:
 
 def _config(args: argparse.Namespace) -> Config:
     config = load_config(args.config)
-    # `bench` has no model flags of its own (its --model names the model to measure, not to serve).
-    if args.command == "bench":
+    # These have no model flags of their own (their --model names the model to measure or train from).
+    if args.command in ("bench", "eval", "train"):
         return config
     return override(
         config,
@@ -112,6 +124,12 @@ def _quantize(config: Config, out: str) -> None:
     print(f"saved {loaded.info.summary()} to {path}; use it with --model {path}")
 
 
+def run_train_command(args: argparse.Namespace) -> int:
+    from bot.models.finetune import run_train
+
+    return run_train(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     code = _main(argv)
     if any(thread.name == "load-model" and thread.is_alive() for thread in threading.enumerate()):
@@ -144,6 +162,12 @@ def _main(argv: list[str] | None) -> int:
             from bot.bench.cli import run_bench
 
             run_bench(args)
+        elif args.command == "eval":
+            from bot.bench.eval_cli import run_eval
+
+            run_eval(args, config)
+        elif args.command == "train":
+            return run_train_command(args)
         elif args.command == "chat":
             from bot.ops.app import serve
 

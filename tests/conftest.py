@@ -88,22 +88,29 @@ def engine(store, fake_generator, config) -> ChatEngine:
     return make_engine(store, fake_generator, config)
 
 
-TINY_RECIPE_KWARGS = dict(vocab_size=512, n_layer=2, n_head=2, n_embd=64, n_positions=1024, dialog_limit=400)
+def _tiny_train():
+    from bot.models.trainer import TrainConfig
+
+    return TrainConfig(steps=300, batch_size=8, block_size=128, learning_rate=3e-3, seed=0, threads=1)
+
+
+TINY_RECIPE_KWARGS = dict(
+    vocab_size=512, n_layer=2, n_head=2, n_embd=64, n_positions=1024, conversation_limit=300
+)
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    """A DialoGPT-architecture model trained in seconds on part of the corpus: the demo recipe, tiny.
+    """A DialoGPT-architecture model trained in seconds on part of the demo's data: the demo recipe, tiny.
 
     Built once per machine into the cache (keyed by its recipe, like the demo), so later runs train nothing.
     """
     from bot.config import cache_dir
     from bot.models.demo import DemoRecipe, ensure_demo_model
-    from bot.models.trainer import TrainConfig
 
     recipe = DemoRecipe(
         **TINY_RECIPE_KWARGS,
-        train=TrainConfig(epochs=6, batch_size=16, learning_rate=3e-3, seed=0, threads=1),
+        train=_tiny_train(),
     )
     return ensure_demo_model(recipe, root=cache_dir() / "test-models", progress=False)
 

@@ -318,7 +318,7 @@ def run_bench(args: argparse.Namespace) -> None:
 
 def _real_conversations() -> list[list[str]]:
     """Held-out conversations (never trained on), as a bot would see them: all turns, the last to answer."""
-    from bot.models.corpus import load_chatterbot_english, split_dialogs
+    from bot.models.corpus import load_chitchat, split_conversations
 
-    dialogs = [d for d in split_dialogs(load_chatterbot_english(), "heldout") if len(d) >= 3]
-    return [d[:-1] for d in dialogs[:32]]
+    heldout = [c.turns for c in split_conversations(load_chitchat(), "heldout") if len(c.turns) >= 3]
+    return [list(turns[: min(len(turns) - 1, 10)]) for turns in heldout[:32]]

@@ -4,9 +4,9 @@
 
 Prints, per classifier and threshold, the precision and recall on the labelled set (tests/data/
 safety_labelled.tsv: offensive and ordinary short chat replies, tricky benign ones included), the
-false-positive rate on its ordinary small talk, on its tricky benign lines, and on the demo model's replies
-(every answer in the chatterbot-corpus conversations it is trained on), then the time one check adds to a
-reply. The figures in docs/reliability.md come from this command.
+false-positive rate on its ordinary small talk, on its tricky benign lines, and on ordinary replies of the
+kind the demo model learns (people's replies in the chitchat-dataset conversations held out of its
+training), then the time one check adds to a reply. The figures in docs/reliability.md come from this command.
 """
 
 from __future__ import annotations
@@ -43,11 +43,21 @@ def load_labelled(path: Path = DEFAULT_DATA) -> list[Example]:
     return examples
 
 
-def demo_replies() -> list[str]:
-    """Every answer turn in the chatterbot-corpus conversations the demo model learns to reply with."""
-    from bot.models.corpus import load_chatterbot_english
+DEMO_REPLIES = 1000
 
-    return sorted({turn for dialog in load_chatterbot_english() for turn in dialog[1::2]})
+
+def demo_replies(limit: int = DEMO_REPLIES) -> list[str]:
+    """Ordinary small talk: the replies (every turn after the first) of the chitchat-dataset conversations
+    held out of the demo model's training, the first `limit` distinct ones in a stable order."""
+    from bot.models.corpus import load_chitchat, split_conversations
+
+    seen: dict[str, None] = {}
+    for conversation in split_conversations(load_chitchat(), "heldout"):
+        for turn in conversation.turns[1:]:
+            seen.setdefault(turn, None)
+            if len(seen) >= limit:
+                return list(seen)
+    return list(seen)
 
 
 @dataclass(frozen=True, slots=True)
