@@ -1,7 +1,6 @@
 """SIGTERM while serving: the engine drains, then the adapters and background jobs stop."""
 
 import asyncio
-import os
 import signal
 
 from bot.config import parse_config
@@ -26,7 +25,7 @@ async def test_sigterm_drains_then_stops_the_adapters(store):
         try:
             task = asyncio.create_task(engine.handle(msg("in flight"), out))
             await eventually(lambda: generator.calls, what="the answer is generating")
-            os.kill(os.getpid(), signal.SIGTERM)
+            signal.raise_signal(signal.SIGTERM)  # on this (the main) thread, as a kill reaches it
             await task
             await asyncio.sleep(3600)
         finally:
@@ -59,7 +58,7 @@ async def test_background_jobs_run_while_serving_and_are_cancelled_at_the_stop(s
 
     async def adapter():
         await job_started.wait()
-        os.kill(os.getpid(), signal.SIGTERM)
+        signal.raise_signal(signal.SIGTERM)  # on this (the main) thread, as a kill reaches it
         await asyncio.sleep(3600)
 
     loop = asyncio.get_running_loop()
