@@ -11,6 +11,17 @@ from bot.testing import ScriptedGenerator as FakeGenerator
 from tests.waiting import eventually
 
 
+def deliver_sigterm() -> None:
+    """What the loop does when SIGTERM arrives: call the handler `StopSignals` installed for it.
+
+    Not a real signal: in a test process holding native runtimes (CTranslate2, OpenVINO, torch) a real SIGTERM
+    has crashed the interpreter; the real signal is sent to real `dialobot` processes instead
+    (tests/adapters/test_console.py, `python -m bot.bench.chaos`).
+    """
+    handle = asyncio.get_running_loop()._signal_handlers[signal.SIGTERM]
+    handle._run()
+
+
 def msg(text, channel="console:a", author="u1"):
     return IncomingMessage(platform="test", channel_key=channel, author_id=author, text=text)
 
@@ -25,7 +36,7 @@ async def test_sigterm_drains_then_stops_the_adapters(store):
         try:
             task = asyncio.create_task(engine.handle(msg("in flight"), out))
             await eventually(lambda: generator.calls, what="the answer is generating")
-            signal.raise_signal(signal.SIGTERM)  # on this (the main) thread, as a kill reaches it
+            deliver_sigterm()
             await task
             await asyncio.sleep(3600)
         finally:
@@ -58,7 +69,7 @@ async def test_background_jobs_run_while_serving_and_are_cancelled_at_the_stop(s
 
     async def adapter():
         await job_started.wait()
-        signal.raise_signal(signal.SIGTERM)  # on this (the main) thread, as a kill reaches it
+        deliver_sigterm()
         await asyncio.sleep(3600)
 
     loop = asyncio.get_running_loop()
