@@ -79,6 +79,7 @@ def test_piped_chat_with_a_real_model_keeps_history_across_restarts(tiny_model_d
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # a full demo build, then whole runs, on a possibly busy CI machine
 def test_a_long_piped_conversation_never_errors(tiny_model_dir, tmp_path):
     lines = [f"message {i}: tell me something about topic {i % 17} <|endoftext|>" for i in range(300)]
     result = run_chat(tiny_model_dir, tmp_path, lines, "--quantization", "int8")

@@ -49,6 +49,7 @@ def demo_env(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # a full demo build, then whole runs, on a possibly busy CI machine
 def test_the_demo_model_builds_and_chats_in_english(tmp_path, demo_env):
     """The real demo recipe, built from scratch in an empty cache, answering piped lines."""
     env = demo_env
@@ -98,6 +99,7 @@ def test_the_demo_model_builds_and_chats_in_english(tmp_path, demo_env):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # a full demo build, then whole runs, on a possibly busy CI machine
 def test_the_demo_model_meets_its_quality_targets(tmp_path, demo_env):
     """`dialobot eval` on the whole held-out set: the targets of docs/benchmarks.md, INT8 as served."""
     result = subprocess.run(
