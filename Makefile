@@ -31,12 +31,12 @@ chat: $(STAMP)
 test: $(STAMP) typecheck
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/pytest -q --durations=10
+	$(VENV)/bin/pytest -q -rs --durations=10
 
 # The edit loop: no full model build, no `dialobot` process per test (under 90 s on 2 idle cores).
 test-fast: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest -q -m "not slow and not process" --durations=5
+	$(VENV)/bin/pytest -q -rs -m "not slow and not process" --durations=5
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy bot/core storage
@@ -57,4 +57,4 @@ ipex: $(IPEX_STAMP)
 
 # The whole suite on the IPEX stack (transformers 4.57, torch 2.8): the ipex cases run instead of skipping.
 test-ipex: $(IPEX_STAMP)
-	$(IPEX_VENV)/bin/pytest -q --durations=10
+	$(IPEX_VENV)/bin/pytest -q -rs --durations=10

@@ -30,6 +30,16 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("db_backend", DB_BACKENDS, indirect=True)
 
 
+@pytest.fixture(autouse=True)
+def _own_data_directory(tmp_path_factory, monkeypatch):
+    """Every test keeps history in its own directory, never in the user's (`~/.local/share/dialobot`).
+
+    Subprocesses inherit it too, so a `dialobot chat` started by a test never opens a database left there by
+    an older dialobot.
+    """
+    monkeypatch.setenv("DIALOBOT_DATA_DIR", str(tmp_path_factory.mktemp("data")))
+
+
 @pytest.fixture
 def db_backend(request) -> str:
     return getattr(request, "param", "sqlite")

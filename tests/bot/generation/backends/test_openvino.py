@@ -67,25 +67,35 @@ def exports(monkeypatch):
 
 
 class PausedPipeline:
-    """The generator's pipeline, held before its `at`-th step until the test says go."""
+    """The pipeline, held before its `at`-th step with all `requests` in it, until the test says go.
 
-    def __init__(self, pipeline, at: int) -> None:
-        self._pipeline, self._at, self._steps = pipeline, at, 0
+    Steps are counted from the one where the last of `requests` joined: on a busy machine the stepping thread
+    can be several steps ahead before the event loop has submitted them all.
+    """
+
+    def __init__(self, pipeline, at: int, requests: int) -> None:
+        self._pipeline, self._at, self._requests = pipeline, at, requests
+        self._added = self._steps = 0
         self.reached, self.go = threading.Event(), threading.Event()
 
+    def add_request(self, *args):
+        self._added += 1
+        return self._pipeline.add_request(*args)
+
     def step(self) -> None:
-        self._steps += 1
-        if self._steps == self._at:
-            self.reached.set()
-            assert self.go.wait(60)
+        if self._added >= self._requests:
+            self._steps += 1
+            if self._steps == self._at:
+                self.reached.set()
+                assert self.go.wait(60)
         self._pipeline.step()
 
     def __getattr__(self, name):
         return getattr(self._pipeline, name)
 
 
-def paused_at(generator, step: int) -> PausedPipeline:
-    paused = PausedPipeline(generator._pipeline, step)
+def paused_at(generator, step: int, requests: int) -> PausedPipeline:
+    paused = PausedPipeline(generator._pipeline, step, requests)
     generator._pipeline = paused
     return paused
 
@@ -155,7 +165,7 @@ async def test_a_message_arriving_mid_batch_joins_it_instead_of_waiting(tiny_mod
         ov_config(tiny_model_dir, do_sample=False, max_new_tokens=40), stop_at_eos=False
     )
     loop = asyncio.get_running_loop()
-    paused = paused_at(generator, 15)
+    paused = paused_at(generator, 15, requests=len(CONVERSATIONS))
     finished_at: list[int | None] = []  # the step each request ended at, in the order they came
     submit = generator._submit
 
@@ -190,7 +200,7 @@ async def test_an_abandoned_request_leaves_the_batch_and_the_others_finish(tiny_
         ov_config(tiny_model_dir, do_sample=False, max_new_tokens=60), stop_at_eos=False
     )
     loop = asyncio.get_running_loop()
-    paused = paused_at(generator, 5)
+    paused = paused_at(generator, 5, requests=2)
     kept = asyncio.create_task(generator.generate(["Hello"]))
     dropped = asyncio.create_task(generator.generate(["What is your name?"]))
     assert await loop.run_in_executor(None, paused.reached.wait, 60)
@@ -200,7 +210,7 @@ async def test_an_abandoned_request_leaves_the_batch_and_the_others_finish(tiny_
     paused.go.set()
     await kept
     assert generator.stats.cancelled == 1 and generator.stats.replies == 1
-    assert generator.stats.steps == 60  # the survivor's 60 tokens; the dropped one left at step 5
+    assert generator.stats.steps == 60  # the survivor's 60 tokens; the dropped one left early
     await generator.close()
 
 
