@@ -11,11 +11,17 @@ Admin commands act within what the author administers: members with Manage Serve
 server administer that server (`discord:<guild>`), the ids in `discord.admin_user_ids` the whole platform
 (`discord`, DMs included). A message naming a server the client has not cached (not yet sent, or being
 re-sent after an outage) is still that server's: keyed under it, mention required, its access rules applied.
+
+Discord does not deliver a message again to a bot that was down, or that stopped between receiving it and
+writing it to the inbox. So on every fresh gateway session the bot reads what it missed: in each channel it
+took a message on in the last `inbox.recover_max_age_seconds`, the messages after the last one it took on,
+answered like live ones (the inbox refuses those it has already).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -31,7 +37,7 @@ from adapters.message_split import split_message
 from bot.config import Config, DiscordConfig, secret_from_env
 from bot.core.commands import COMMANDS
 from bot.core.engine import ChatEngine
-from bot.core.keyed_lock import KeyedLock
+from bot.core.keyed_lock import KeyedLock, Reservation
 from bot.core.message import IncomingMessage, PartialDelivery, Send, conversation_key
 from bot.errors import ConfigError, DialobotError
 from bot.ops.readiness import readiness
@@ -53,6 +59,8 @@ INVITE_PERMISSIONS = discord.Permissions(
 # Model output must never ping @everyone, roles or users; replying may notify the person answered.
 ALLOWED_MENTIONS = discord.AllowedMentions(everyone=False, users=False, roles=False, replied_user=True)
 ANSWERED_TYPES = frozenset({discord.MessageType.default, discord.MessageType.reply})
+CATCH_UP_LIMIT = 100
+"""Messages read per channel when catching up after a restart (one history request)."""
 
 
 def intents() -> discord.Intents:
@@ -102,6 +110,7 @@ class DiscordBot(discord.AutoShardedClient):
         self._forbidden_until: dict[int, float] = {}
         self._answering: set[asyncio.Task] = set()
         self._arrivals = KeyedLock()
+        self._catch_up_from: dict[int, tuple[int | None, int]] | None = None
         for command in (c for c in COMMANDS if not c.takes_words):  # the others are typed after a mention
             self.tree.add_command(
                 app_commands.Command(
@@ -138,6 +147,7 @@ class DiscordBot(discord.AutoShardedClient):
         new message arrives, so they come first in their channels), log the invite URL and sync the slash
         commands."""
         await self.engine.recover("discord", self.sender_for)
+        self._catch_up_from = await self._last_taken_on()
         invite = discord.utils.oauth_url(
             self.application_id, permissions=INVITE_PERMISSIONS, scopes=INVITE_SCOPES
         )
@@ -183,6 +193,64 @@ class DiscordBot(discord.AutoShardedClient):
         )
         readiness.ready("discord")
 
+    async def on_connect(self) -> None:
+        """A new gateway session (READY; a resumed one gets its missed events from Discord): read back what
+        arrived while the bot was away. The inbox refuses what it has already."""
+        points, self._catch_up_from = self._catch_up_from, None
+        if points is None:
+            points = await self._last_taken_on()
+        # Each channel's place is taken now, before the connection's first event is handled: what was
+        # missed is taken on first.
+        for channel_id, (guild_id, after) in points.items():
+            place = self._arrivals.reserve(str(channel_id))
+            task = asyncio.create_task(self._catch_up(channel_id, guild_id, after, place))
+            self._answering.add(task)
+            task.add_done_callback(self._answering.discard)
+
+    async def _last_taken_on(self) -> dict[int, tuple[int | None, int]]:
+        """For each channel the bot took a message on recently: its server and the newest such message."""
+        points: dict[int, tuple[int | None, int]] = {}
+        for message in await self.engine.recently_received("discord"):
+            channel, guild = message.route.get("channel", ""), message.route.get("guild", "")
+            if not (channel.isdigit() and (message.message_id or "").isdigit()):
+                continue  # a slash command: nothing to read back
+            _, newest = points.get(int(channel), (None, 0))
+            points[int(channel)] = (int(guild) if guild else None, max(newest, int(message.message_id)))
+        return points
+
+    async def _catch_up(self, channel_id: int, guild_id: int | None, after: int, place: Reservation) -> None:
+        """Take on the messages in the channel after `after` that never reached the inbox, in order."""
+        answers: list[tuple[asyncio.Task, AsyncExitStack]] = []
+        with self.engine.tracking():
+            async with place:
+                channel = self.get_channel(channel_id) or self.get_partial_messageable(
+                    channel_id, guild_id=guild_id
+                )
+                try:
+                    missed = [
+                        m
+                        async for m in channel.history(
+                            after=discord.Object(after), limit=CATCH_UP_LIMIT, oldest_first=True
+                        )
+                    ]
+                except discord.HTTPException as exc:
+                    logger.warning(
+                        "could not read channel %s for messages missed while away: %s", channel_id, exc
+                    )
+                    return
+                for message in missed:
+                    typing = AsyncExitStack()
+                    answer = await self._take_on(message, typing, held=True)
+                    if answer is None:
+                        await typing.aclose()
+                    else:
+                        answers.append((answer, typing))
+            if answers:
+                logger.info("channel %s: answering %d messages missed while away", channel_id, len(answers))
+            for answer, typing in answers:
+                async with typing:
+                    await answer
+
     async def on_disconnect(self) -> None:
         readiness.not_ready("discord", "disconnected from the gateway; reconnecting")
 
@@ -200,8 +268,12 @@ class DiscordBot(discord.AutoShardedClient):
                 with self._answering_task():
                     await answer
 
-    async def _take_on(self, message: discord.Message, typing: AsyncExitStack) -> asyncio.Task | None:
-        """The task answering `message`, or None if it is not addressed to the bot or was taken on before."""
+    async def _take_on(
+        self, message: discord.Message, typing: AsyncExitStack, held: bool = False
+    ) -> asyncio.Task | None:
+        """The task answering `message`, or None if it is not addressed to the bot or was taken on before.
+
+        `held`: the caller holds the channel's place in arrival order already."""
         author = message.author
         if author.id == self.user.id or message.type not in ANSWERED_TYPES:
             return None
@@ -226,7 +298,7 @@ class DiscordBot(discord.AutoShardedClient):
         # The steps before the engine (channel lookup, inbox write, typing) finish in any order: a
         # channel's messages pass them one at a time, so they reach the engine, and are answered, in
         # arrival order.
-        async with self._arrivals.hold(str(channel.id)):
+        async with contextlib.nullcontext() if held else self._arrivals.hold(str(channel.id)):
             incoming = IncomingMessage(
                 platform="discord",
                 channel_key=channel_key(guild_id, await self._resolve(channel, guild_id)),

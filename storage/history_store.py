@@ -192,6 +192,16 @@ class SqlHistoryStore:
         async with self._sessions() as session:
             return [_entry(r) for r in (await session.scalars(query)).all()]
 
+    async def received_since(self, platform: str, since: datetime) -> list[InboxEntry]:
+        self._usable()
+        query = (
+            select(InboxRow)
+            .where(InboxRow.platform == platform, InboxRow.received_at >= since)
+            .order_by(InboxRow.id)
+        )
+        async with self._sessions() as session:
+            return [_entry(r) for r in (await session.scalars(query)).all()]
+
     async def inbox_entries(self, limit: int = 100) -> list[InboxEntry]:
         self._usable()
         query = select(InboxRow).order_by(InboxRow.id.desc()).limit(limit)

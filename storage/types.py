@@ -138,4 +138,7 @@ class HistoryStore(Protocol):
     async def inbox_entries(self, limit: int = 100) -> list[InboxEntry]:
         """The latest inbox messages, newest first."""
 
+    async def received_since(self, platform: str, since: datetime) -> list[InboxEntry]:
+        """The platform's inbox messages received at or after `since`, in any state, oldest first."""
+
     async def close(self) -> None: ...

@@ -104,6 +104,7 @@ class FakeDiscord:
         self.send_delay = 0.0  # each message POST takes up to this many seconds (at random) to answer
         self.created: list[dict] = []  # every message the bot created (a nonce's repeat is not a new one)
         self._by_nonce: dict[tuple[str, str], dict] = {}
+        self.history: dict[str, dict[str, dict]] = {}  # channel id -> message id -> message, as posted
         self.in_flight = 0  # REST calls being answered right now
         self.connections: dict[int, Connection] = {}
         self._changed = asyncio.Condition()
@@ -313,8 +314,16 @@ class FakeDiscord:
     def shard_for(self, guild_id: str | None) -> int:
         return 0 if guild_id is None else (int(guild_id) >> 22) % self.shards
 
+    def post(self, message: dict) -> None:
+        """A message appears in its channel (read back by GET /channels/<id>/messages) without an event:
+        what a user posts while the bot is not connected."""
+        self.history.setdefault(message["channel_id"], {})[message["id"]] = message
+
     async def dispatch(self, event: str, data: dict) -> None:
-        """Send a gateway event to the shard that owns its guild (DMs go to shard 0, as on Discord)."""
+        """Send a gateway event to the shard that owns its guild (DMs go to shard 0, as on Discord); a
+        MESSAGE_CREATE's message is in its channel's history from then on."""
+        if event == "MESSAGE_CREATE":
+            self.post(data)
         conn = self.connections[self.shard_for(data.get("guild_id"))]
         await conn.send(DISPATCH, data, event)
 
@@ -405,6 +414,8 @@ class FakeDiscord:
             if nonce is not None:
                 self._by_nonce[match.group(1), str(nonce)] = created
             return json_response(created)
+        if method == "GET" and (match := re.fullmatch(r"/channels/(\d+)/messages", path)):
+            return json_response(self._history(match.group(1), req.query))
         if (
             method == "GET"
             and (match := re.fullmatch(r"/channels/(\d+)", path))
@@ -419,6 +430,18 @@ class FakeDiscord:
         if re.fullmatch(r"/webhooks/\d+/[^/]+", path) and method == "POST":
             return json_response(self._bot_message(None, req.body))
         return json_response({"message": "404: Not Found", "code": 0}, status=404)
+
+    def _history(self, channel_id: str, query: dict[str, str]) -> list[dict]:
+        """GET /channels/<id>/messages as Discord answers it: up to `limit` (default 50, at most 100)
+        messages after `after`, before `before`, or the latest; newest first in every case."""
+        limit = max(1, min(int(query.get("limit", 50)), 100))
+        ids = sorted(self.history.get(channel_id, {}), key=int)
+        if "after" in query:
+            chosen = [i for i in ids if int(i) > int(query["after"])][:limit]
+        else:
+            before = int(query.get("before", 1 << 64))
+            chosen = [i for i in ids if int(i) < before][-limit:]
+        return [self.history[channel_id][i] for i in reversed(chosen)]
 
     def _too_many_requests(self) -> web.Response:
         body = {"message": "You are being rate limited.", "retry_after": 0.05, "global": False}
@@ -479,6 +502,8 @@ class FakeDiscord:
             self.last_bot_message["message_reference"] = body["message_reference"]
         if body.get("nonce") is not None:
             self.last_bot_message["nonce"] = body["nonce"]
+        if channel_id is not None:
+            self.post(self.last_bot_message)
         return self.last_bot_message
 
     # --- gateway ---------------------------------------------------------------------------------------

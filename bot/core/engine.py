@@ -292,6 +292,19 @@ class ChatEngine:
             )
         return RecoveryResult(answering=answering, expired=expired)
 
+    async def recently_received(self, platform: str) -> list[IncomingMessage]:
+        """The platform's messages taken on within `inbox.recover_max_age_seconds`, answered or not, oldest
+        first: where an adapter whose platform does not deliver missed events again (Discord) looks for
+        messages that reached the process but not the inbox before it stopped."""
+        since = datetime.now(UTC) - timedelta(seconds=self.config.inbox.recover_max_age_seconds)
+        try:
+            entries = await self.store.received_since(platform, since)
+        except Exception:
+            metrics.ERRORS.labels(kind="storage").inc()
+            logger.exception("could not read the %s inbox", platform)
+            return []
+        return [IncomingMessage.from_json(entry.message) for entry in entries]
+
     async def _answer_recovered(
         self, accepted: Accepted, send: Send, place: Reservation, find_posted: FindPosted | None
     ) -> Reply:

@@ -120,6 +120,67 @@ async def test_the_same_message_create_twice_is_answered_once(discord_fake, stor
     assert len(generator.calls) == 2
 
 
+async def test_messages_posted_while_the_bot_was_away_are_answered_once_at_the_next_start(
+    discord_fake, store
+):
+    """Discord does not send a stopped bot's missed events to its next session (and a kill can come between
+    receiving a message and writing it to the inbox): the next start reads each recent channel back."""
+    fake = discord_fake
+    guild = fake.add_guild()
+    general, quiet = fake.add_channel(guild, "general"), fake.add_channel(guild, "quiet")
+    alice, bob = fake.user("alice"), fake.user("bob")
+    dm = fake.add_dm(bob)
+    at = f"<@{fake.bot_user['id']}>"
+    config = discord_config()
+    async with discord_bot(make_engine(store, ScriptedGenerator(), config), config, fake):
+        await fake.dispatch("MESSAGE_CREATE", fake.message(general, alice, f"{at} before"))
+        await fake.dispatch("MESSAGE_CREATE", fake.message(dm, bob, "dm before"))
+        await until_async(lambda: _inbox_done(store, 2))
+    # Away: what people post now reaches the channels, not the bot.
+    missed = [fake.message(general, alice, f"{at} missed {n}") for n in range(2)]
+    for message in [missed[0], fake.message(general, alice, "not for the bot"), missed[1]]:
+        fake.post(message)
+    fake.post(fake.message(dm, bob, "dm missed"))
+    fake.post(fake.message(quiet, alice, f"{at} a channel the bot never saw"))
+    generator = ScriptedGenerator()
+    async with discord_bot(make_engine(store, generator, config), config, fake):
+        await until_async(lambda: _inbox_done(store, 5))
+        live = fake.message(general, alice, f"{at} live")
+        await fake.dispatch("MESSAGE_CREATE", live)
+        await until_async(lambda: _inbox_done(store, 6))
+    replies = fake.sent(general)
+    assert [p["content"] for p in replies] == [
+        "echo: before (1 turns seen)",
+        "echo: missed 0 (3 turns seen)",
+        "echo: missed 1 (5 turns seen)",
+        "echo: live (7 turns seen)",
+    ]
+    # Each answer is a reply to the message it answers.
+    assert [str(p["message_reference"]["message_id"]) for p in replies[1:3]] == [m["id"] for m in missed]
+    assert [p["content"] for p in fake.sent(dm)] == [
+        "echo: dm before (1 turns seen)",
+        "echo: dm missed (3 turns seen)",
+    ]
+    assert fake.sent(quiet) == []  # no inbox entry there: not read (the bot cannot read every channel)
+    assert len(generator.calls) == 4
+
+
+async def test_nothing_is_read_back_from_channels_older_than_the_recovery_age(discord_fake, store):
+    fake = discord_fake
+    general = fake.add_channel(fake.add_guild())
+    alice = fake.user("alice")
+    at = f"<@{fake.bot_user['id']}>"
+    config = parse_config({"discord": {"enabled": True}, "inbox": {"recover_max_age_seconds": 0}})
+    async with discord_bot(make_engine(store, ScriptedGenerator(), config), config, fake):
+        await fake.dispatch("MESSAGE_CREATE", fake.message(general, alice, f"{at} before"))
+        await until_async(lambda: _inbox_done(store, 1))
+    fake.post(fake.message(general, alice, f"{at} too late"))
+    async with discord_bot(make_engine(store, ScriptedGenerator(), config), config, fake):
+        await asyncio.sleep(0)
+    assert not fake.requests_to("GET", r"/channels/\d+/messages")
+    assert [p["content"] for p in fake.sent(general)] == ["echo: before (1 turns seen)"]
+
+
 async def _inbox_done(store, count: int) -> bool:
     entries = await store.inbox_entries()
     return len(entries) >= count and all(e.state is not InboxState.RECEIVED for e in entries)

@@ -2,10 +2,11 @@
 
 import asyncio
 import sqlite3
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from storage import AuditRecord, NewTurn, Role, open_store
+from storage import AuditRecord, InboxState, NewTurn, Role, open_store
 
 
 def turn(text, role=Role.USER, author="u1"):
@@ -140,3 +141,20 @@ async def test_an_audit_entry_on_its_own(store):
     assert (entry.actor, entry.action, entry.target) == ("safety", "filtered reply", "c1")
     assert entry.detail == "profanity_check 0.97 >= 0.80"
     assert await store.count_turns("c1") == 1  # nothing deleted
+
+
+async def test_the_inbox_refuses_a_second_copy_and_lists_what_is_recent(store):
+    first = await store.receive("discord", "m1", "discord:g:c", "u1", "{}")
+    assert first is not None
+    assert await store.receive("discord", "m1", "discord:g:c", "u1", "{}") is None
+    await store.receive("slack", "m1", "slack:t:c", "u1", "{}")  # the id is unique per platform only
+    await store.finish(first, InboxState.ANSWERED, ["r1"])
+    await store.receive("discord", "m2", "discord:g:c", "u1", "{}")
+    assert [e.platform_id for e in await store.unanswered("discord")] == ["m2"]
+    now = datetime.now(UTC)
+    recent = await store.received_since("discord", now - timedelta(minutes=1))
+    assert [(e.platform_id, e.state) for e in recent] == [
+        ("m1", InboxState.ANSWERED),
+        ("m2", InboxState.RECEIVED),
+    ]
+    assert await store.received_since("discord", now + timedelta(minutes=1)) == []

@@ -28,9 +28,5 @@ async def test_killed_again_and_again_every_message_is_answered_exactly_once(dat
     )
     result = await run_chaos(args, tmp_path)
     assert result.kills >= 5 and result.sent >= 30
-    taken_on_unanswered = result.never_answered - result.never_reached_the_inbox
-    assert (result.answered_twice, taken_on_unanswered, result.disagreements) == (0, 0, 0), result.problems
-    # A Discord message sent to a connection in the moment before a SIGKILL can be lost before the bot
-    # reads it (Discord does not replay a fresh session); it must stay rare.
-    assert result.never_reached_the_inbox <= 1, result.problems
+    assert (result.answered_twice, result.never_answered, result.disagreements) == (0, 0, 0), result.problems
     assert result.inbox_states.get("received", 0) == 0
