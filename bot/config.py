@@ -212,9 +212,10 @@ class OpenAIConfig(_Section):
     """One request's limit; a request that times out is retried like a 5xx."""
     max_retries: Annotated[int, Field(ge=0, le=10)] = 2
     """Retries with exponential backoff after a timeout, a dropped connection, a 429 or a 5xx."""
-    prompt_format: Literal["tokens", "text"] = "tokens"
-    """`tokens`: send the prompt as token ids, exactly as built here (vLLM, llama.cpp server); `text`: send
-    it as a string, for servers that only take text (special-token text in messages is then defused)."""
+    prompt_format: Literal["auto", "tokens", "text"] = "auto"
+    """`tokens`: the prompt as token ids, exactly as built here (vLLM, llama.cpp's `llama-server`); `text`: as
+    a string, special-token text in messages defused (llama-cpp-python's server, which answers token ids
+    with HTTP 500); `auto`: token ids until the server refuses them, then text (logged once)."""
     context: Annotated[int, Field(ge=0)] = 0
     """The served model's context in tokens; 0: read it from the model's config (`n_positions`)."""
 

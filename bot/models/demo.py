@@ -6,9 +6,14 @@ scratch on the training part of chitchat-dataset's conversations between people 
 is built on first use into the cache directory, seeded so every build is the same, and loaded afterwards like
 any local model directory.
 
-The recipe was chosen by measurement (docs/benchmarks.md, "The demo model"): the size, tokenizer and schedule
-with the best held-out bits per byte for a fixed number of optimizer steps that takes about 3 minutes on 2
-idle cores. A fixed step count rather than a time limit keeps every build the same on any machine.
+The tokenizer is word-level: every token is a whole word (with its leading space) of the training text, so
+every word the model writes is one people wrote. A subword vocabulary lets a model this small invent words
+("tripuss", "palofic") in about half its sampled replies. Rare words, outside the vocabulary, are read as
+`<unk>` in context, and turns holding one are never learned as replies: the model does not learn to write
+`<unk>`.
+
+The recipe was chosen by measurement (docs/benchmarks.md, "The demo model"). A fixed step count rather than a
+time limit keeps every build the same on any machine.
 """
 
 from __future__ import annotations
@@ -23,32 +28,35 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
-from tokenizers import ByteLevelBPETokenizer
-from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+from tokenizers import ByteLevelBPETokenizer, Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast, PreTrainedTokenizerFast
 
 from bot.config import cache_dir
-from bot.models.corpus import load_chitchat, split_conversations, training_turns
+from bot.models.corpus import Conversation, load_chitchat, split_conversations, training_turns
 from bot.models.trainer import TrainConfig, train_causal_lm
 
 logger = logging.getLogger(__name__)
 
 EOS = "<|endoftext|>"
-RECIPE_VERSION = 2
-"""2: chitchat-dataset, packed rows, a fixed step count (1 was chatterbot-corpus, 28 epochs)."""
+UNK = "<unk>"
+RECIPE_VERSION = 3
+"""3: word-level vocabulary; 2: chitchat-dataset, packed rows, a fixed step count; 1: chatterbot-corpus."""
 
 
 @dataclass(frozen=True, slots=True)
 class DemoRecipe:
     """Everything that decides the built model; its hash names the cache directory."""
 
-    vocab_size: int = 2048
+    vocab_size: int = 8192
+    tokenizer: str = "word"
+    """`word`: whole words (see the module docstring); `bpe`: GPT-2's byte-level BPE."""
     n_layer: int = 4
     n_head: int = 4
-    n_embd: int = 192
+    n_embd: int = 128
     n_positions: int = 256
     """The context (DialoGPT itself has 1024): prompts are cut to fit it, so every position is trained."""
     dropout: float = 0.0
@@ -69,16 +77,45 @@ class DemoRecipe:
 DEMO_RECIPE = DemoRecipe()
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int) -> GPT2TokenizerFast:
-    """A GPT-2-style byte-level BPE tokenizer trained on `texts` (turns); EOS is its one special token."""
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(
-        texts, vocab_size=vocab_size, min_frequency=2, special_tokens=[EOS], show_progress=False
+def train_tokenizer(texts: Iterable[str], vocab_size: int, kind: str = "bpe") -> PreTrainedTokenizerFast:
+    """A tokenizer trained on `texts` (turns), split into words as GPT-2 does (byte-level, the space kept
+    with the word after it): `bpe`, GPT-2's byte-level BPE with EOS as its one special token; `word`, the
+    `vocab_size` most frequent words, with EOS and `<unk>` for any other word."""
+    if kind == "bpe":
+        bpe = ByteLevelBPETokenizer()
+        bpe.train_from_iterator(
+            texts, vocab_size=vocab_size, min_frequency=2, special_tokens=[EOS], show_progress=False
+        )
+        return GPT2TokenizerFast(tokenizer_object=bpe._tokenizer, bos_token=EOS, eos_token=EOS, unk_token=EOS)
+    if kind != "word":
+        raise ValueError(f"unknown tokenizer kind {kind!r}")
+    words = Tokenizer(models.WordLevel(unk_token=UNK))
+    words.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    words.decoder = decoders.ByteLevel()
+    trainer = trainers.WordLevelTrainer(
+        vocab_size=vocab_size, min_frequency=2, special_tokens=[EOS, UNK], show_progress=False
     )
-    return GPT2TokenizerFast(tokenizer_object=bpe._tokenizer, bos_token=EOS, eos_token=EOS, unk_token=EOS)
+    words.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=words, bos_token=EOS, eos_token=EOS, unk_token=UNK)
 
 
-def new_model(recipe: DemoRecipe, tokenizer: GPT2TokenizerFast) -> GPT2LMHeadModel:
+def learn_known_turns_only(
+    conversations: list[Conversation], tokenizer: PreTrainedTokenizerFast
+) -> list[Conversation]:
+    """Turns with a word outside the vocabulary stay as context but are not learned as replies."""
+    unk = tokenizer.unk_token_id
+    if unk is None or unk == tokenizer.eos_token_id:
+        return conversations
+    out = []
+    for conversation in conversations:
+        encoded = tokenizer(list(conversation.turns))["input_ids"]
+        learn = conversation.learn or (True,) * len(conversation.turns)
+        flags = tuple(flag and unk not in ids for flag, ids in zip(learn, encoded, strict=True))
+        out.append(replace(conversation, learn=flags))
+    return out
+
+
+def new_model(recipe: DemoRecipe, tokenizer: PreTrainedTokenizerFast) -> GPT2LMHeadModel:
     """The recipe's GPT-2, randomly initialised (seeded by the recipe)."""
     torch.manual_seed(recipe.train.seed)
     config = GPT2Config(
@@ -107,7 +144,8 @@ def build_demo_model(out_dir: Path, recipe: DemoRecipe = DEMO_RECIPE, progress: 
     conversations = split_conversations(load_chitchat(), "train")
     if recipe.conversation_limit is not None:
         conversations = conversations[: recipe.conversation_limit]
-    tokenizer = train_tokenizer(training_turns(conversations), recipe.vocab_size)
+    tokenizer = train_tokenizer(training_turns(conversations), recipe.vocab_size, recipe.tokenizer)
+    conversations = learn_known_turns_only(conversations, tokenizer)
     model = new_model(recipe, tokenizer)
     result = train_causal_lm(model, tokenizer, conversations, recipe.train, progress=progress)
     model.save_pretrained(out_dir)

@@ -1,11 +1,16 @@
 """The `openai` backend: replies from a remote OpenAI-compatible completions server (vLLM, llama.cpp server).
 
 The prompt is built here, exactly as for the in-process backends (`bot.generation.prompt`), so only the
-model's tokenizer is needed locally. The official SDK does the timeouts and the retries with exponential
-backoff (timeouts, dropped connections, 408/409/429/5xx, honouring Retry-After); whatever still fails, and
-any reply that is not
-a completion, becomes `GenerationUnavailable`: the engine apologizes and keeps the user's turn, and the bot
-carries on.
+model's tokenizer is needed locally. It goes as token ids where the server takes them (vLLM, llama.cpp's
+`llama-server`) and as text where it does not (llama-cpp-python's server declares `prompt: str | list[str]`
+and answers ids with HTTP 500): `prompt_format = "auto"` tries ids until a request succeeds, and falls back
+to text once if the server refuses them. Sampling fields go under both names servers use
+(`repetition_penalty` for vLLM, `repeat_penalty` for llama.cpp); unknown fields are ignored by both.
+
+The official SDK does the timeouts and the retries with exponential backoff (timeouts, dropped connections,
+408/409/429/5xx, honouring Retry-After); whatever still fails, and any reply that is not a completion,
+becomes `GenerationUnavailable` (with the server's own error message): the engine apologizes and keeps the
+user's turn, and the bot carries on.
 """
 
 from __future__ import annotations
@@ -27,7 +32,10 @@ from bot.models.loader import load_tokenizer
 logger = logging.getLogger(__name__)
 
 ZERO_WIDTH_JOINER = "\u200d"
+REPLACEMENT_CHARACTER = "\ufffd"
 PROBE_TIMEOUT_SECONDS = 5.0
+REFUSED_FORMAT_STATUSES = frozenset({400, 415, 422, 500})
+"""How servers that take only text answer a token-id prompt (llama-cpp-python: 500; pydantic servers: 422)."""
 
 
 def defuse_special_tokens(text: str, special_tokens: Sequence[str]) -> str:
@@ -65,6 +73,8 @@ class OpenAIGenerator:
         self._remote = remote
         self._prompt = PromptBuilder(tokenizer, context, settings.max_new_tokens)
         self._eos_text = str(tokenizer.eos_token)
+        # Decided by the first request that succeeds (`auto`), or by the config.
+        self._format: str | None = None if remote.prompt_format == "auto" else remote.prompt_format
         api_key = remote.api_key()
         self._secret = api_key if remote.api_key_env else ""
         self.info = ModelInfo(
@@ -96,36 +106,52 @@ class OpenAIGenerator:
             served_model=remote.model or config.model.name,
         )
 
-    def prompt(self, turns: Sequence[str]) -> list[int] | str:
-        """What is sent as `prompt`: token ids (`tokens`), or their text, special tokens defused (`text`)."""
-        if self._remote.prompt_format == "tokens":
+    @property
+    def prompt_format(self) -> str:
+        """`tokens` or `text`; `auto` until the server has answered once."""
+        return self._format or "auto"
+
+    def prompt(self, turns: Sequence[str], as_text: bool | None = None) -> list[int] | str:
+        """What is sent as `prompt`: token ids, or their text with special tokens defused and within the
+        same budget."""
+        if not (self._format == "text" if as_text is None else as_text):
             return self._prompt.ids(turns)
         specials = self._tokenizer.all_special_tokens
         ids = self._prompt.ids([defuse_special_tokens(t, specials) for t in turns])
-        return self._tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        # A turn cut to fit the context may start inside a character: its stray bytes decode to U+FFFD,
+        # which the server's tokenizer reads as 3 bytes, pushing the prompt past the budget. Drop them.
+        limit = len(ids)
+        while True:
+            text = self._tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+            stray = text.startswith(REPLACEMENT_CHARACTER) and not any(
+                REPLACEMENT_CHARACTER in t for t in turns
+            )
+            if not stray and len(self._tokenizer(text, add_special_tokens=False)["input_ids"]) <= limit:
+                return text
+            ids = ids[1:]
 
-    def _request(self, turns: Sequence[str]) -> dict:
+    def _request(self, turns: Sequence[str], as_text: bool | None = None) -> dict:
         s = self._settings
         sampling = {"temperature": s.temperature, "top_p": s.top_p} if s.do_sample else {"temperature": 0.0}
         return dict(
             model=self.info.name,
-            prompt=self.prompt(turns),
+            prompt=self.prompt(turns, as_text),
             max_tokens=s.max_new_tokens,
             stop=[self._eos_text],
             **sampling,
-            # vLLM's extras, ignored by servers that do not know them. It has no no_repeat_ngram_size.
+            # Extras of vLLM and llama.cpp, each ignored by servers that do not know them. Neither has
+            # no_repeat_ngram_size.
             extra_body={
                 **({"top_k": s.top_k} if s.do_sample and s.top_k else {}),
                 "repetition_penalty": s.repetition_penalty,
+                "repeat_penalty": s.repetition_penalty,
                 "skip_special_tokens": True,
             },
         )
 
     async def generate(self, turns: Sequence[str]) -> str:
-        request = self._request(turns)
         try:
-            completion = await self._client.completions.create(**request)
-            text = _reply_text(completion)
+            text = await self._complete(turns)
         # ValueError: a 200 whose body is not JSON, which the SDK lets through as it is.
         except (openai.OpenAIError, _Malformed, ValueError) as exc:
             reason = self._describe(exc, self._remote.max_retries + 1)
@@ -133,6 +159,32 @@ class OpenAIGenerator:
             raise GenerationUnavailable(reason) from None
         # A server that ignored `stop` may run on into the next turn.
         return text.split(self._eos_text, 1)[0].strip()
+
+    async def _complete(self, turns: Sequence[str], max_tokens: int | None = None) -> str:
+        """The completion's text; with `auto`, token ids first (once, no retries), then text if refused."""
+        extra = {} if max_tokens is None else {"max_tokens": max_tokens}
+        if self._format is not None:
+            return _reply_text(await self._client.completions.create(**{**self._request(turns), **extra}))
+        try:
+            once = self._client.with_options(max_retries=0)
+            text = _reply_text(await once.completions.create(**{**self._request(turns, False), **extra}))
+        except openai.APIStatusError as exc:
+            if exc.status_code not in REFUSED_FORMAT_STATUSES:
+                raise
+            refused = f"HTTP {exc.status_code}: {_server_message(exc)}"
+            text = _reply_text(
+                await self._client.completions.create(**{**self._request(turns, True), **extra})
+            )
+            self._format = "text"
+            logger.warning(
+                "model server %s refused a token-id prompt (%s); sending text prompts from now on "
+                "(set openai.prompt_format to skip this check)",
+                self.info.source,
+                self._scrub(refused),
+            )
+            return text
+        self._format = "tokens"
+        return text
 
     def _describe(self, exc: Exception, tries: int) -> str:
         """One line for the operator: which server, what went wrong, what to check. Never the key."""
@@ -156,7 +208,7 @@ class OpenAIGenerator:
             if status == 404:
                 return f"{server} does not serve model {self.info.name!r} (HTTP 404); check openai.model"
             if status == 429 or status >= 500:
-                return f"{server} answered HTTP {status} ({attempts})"
+                return f"{server} answered HTTP {status} ({attempts}): {_server_message(exc)}"
             return f"{server} rejected the request (HTTP {status}: {_server_message(exc)})"
         if isinstance(exc, openai.APIResponseValidationError):
             return f"{server} sent a malformed reply (not a completion)"
@@ -166,7 +218,9 @@ class OpenAIGenerator:
         return text.replace(self._secret, "***") if self._secret else text
 
     async def probe(self) -> str:
-        """One line on whether the server answers and lists the model (for `model-info`); never raises."""
+        """One line on whether the server answers, lists the model and completes a one-token prompt, and
+        in which prompt format (for `model-info`); never raises."""
+        server = f"model server {self.info.source}"
         try:
             client = self._client.with_options(max_retries=0, timeout=PROBE_TIMEOUT_SECONDS)
             listed = await client.models.list()
@@ -174,12 +228,16 @@ class OpenAIGenerator:
         except (openai.OpenAIError, ValueError) as exc:
             return self._describe(exc, 1)
         except Exception:  # a model list of the wrong shape
-            return f"model server {self.info.source} sent a malformed model list"
-        server = f"model server {self.info.source}"
-        if self.info.name in names:
-            return f"{server} is up and serves {self.info.name!r}"
-        served = ", ".join(names) or "nothing"
-        return f"{server} is up but does not serve {self.info.name!r} (it serves {served})"
+            return f"{server} sent a malformed model list"
+        if self.info.name not in names:
+            served = ", ".join(names) or "nothing"
+            return f"{server} is up but does not serve {self.info.name!r} (it serves {served})"
+        try:
+            await self._complete(["Hello"], max_tokens=1)
+        except (openai.OpenAIError, _Malformed, ValueError) as exc:
+            return f"{self._describe(exc, 1)} (a one-token completion of {self.info.name!r})"
+        prompts = "token ids" if self._format == "tokens" else "text"
+        return f"{server} is up and serves {self.info.name!r} (prompts sent as {prompts})"
 
     async def close(self) -> None:
         await self._client.close()

@@ -10,9 +10,15 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from bot.bench.quality import words
-from bot.models.corpus import load_chitchat, split_conversations
-from bot.models.demo import DEMO_RECIPE, DemoRecipe, ensure_demo_model
-from bot.models.trainer import TrainConfig
+from bot.models.corpus import Conversation, load_chitchat, split_conversations
+from bot.models.demo import (
+    DEMO_RECIPE,
+    DemoRecipe,
+    ensure_demo_model,
+    learn_known_turns_only,
+    train_tokenizer,
+)
+from bot.models.trainer import TrainConfig, encode_conversations
 from tests.conftest import TINY_RECIPE_KWARGS
 
 
@@ -23,7 +29,8 @@ def test_the_recipe_names_the_cache_directory():
 
 def test_builds_are_seeded_and_repeatable(tmp_path):
     train = TrainConfig(steps=20, batch_size=4, block_size=64, threads=1)
-    recipe = DemoRecipe(**{**TINY_RECIPE_KWARGS, "conversation_limit": 40}, train=train)
+    kwargs = {**TINY_RECIPE_KWARGS, "conversation_limit": 40, "tokenizer": DEMO_RECIPE.tokenizer}
+    recipe = DemoRecipe(**kwargs, train=train)
     first = ensure_demo_model(recipe, root=tmp_path / "a", progress=False)
     second = ensure_demo_model(recipe, root=tmp_path / "b", progress=False)
     assert first.name == second.name == f"demo-{recipe.digest()}"
@@ -46,6 +53,29 @@ def demo_env(tmp_path_factory):
     env["HF_HUB_OFFLINE"] = "1"
     env.pop("DIALOBOT_CONFIG", None)
     return env
+
+
+def test_the_word_tokenizer_keeps_whole_words_and_never_teaches_unknown_ones():
+    turns = ["hello there", "how are you?", "hello, how are you?", "I am fine", "I am fine, you?"]
+    tokenizer = train_tokenizer(turns * 3, vocab_size=64, kind="word")
+    assert tokenizer.convert_ids_to_tokens(tokenizer("hello, how are you?")["input_ids"]) == [
+        "hello",
+        ",",
+        "Ġhow",
+        "Ġare",
+        "Ġyou",
+        "?",
+    ]
+    assert tokenizer.decode(tokenizer("I am fine, you?")["input_ids"]) == "I am fine, you?"
+    unknown = tokenizer("I am zorbly")["input_ids"]
+    assert unknown[-1] == tokenizer.unk_token_id != tokenizer.eos_token_id
+    conversation = Conversation("c", ("hello there", "I am zorbly", "how are you?"), ("a", "b", "a"))
+    (marked,) = learn_known_turns_only([conversation], tokenizer)
+    assert marked.learn == (True, False, True)  # in context, but never a reply to learn
+    ((ids, learn),) = encode_conversations(tokenizer, [marked])
+    assert tokenizer.unk_token_id in ids and not any(
+        flag for token, flag in zip(ids, learn, strict=True) if token == tokenizer.unk_token_id
+    )
 
 
 @pytest.mark.slow

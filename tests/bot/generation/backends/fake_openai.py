@@ -48,13 +48,17 @@ class FakeOpenAIServer:
         api_key: str | None = None,
         hang_seconds: float = 10.0,
         retry_after: str = "0.1",
+        text_prompts_only: bool = False,
     ) -> None:
+        """`text_prompts_only`: answer a token-id prompt as llama-cpp-python's server does (HTTP 500; its
+        `prompt` is `str | list[str]`)."""
         self.loaded = load_model(ModelConfig(name=str(model_dir), quantization="none", threads=1))
         self.tokenizer = self.loaded.tokenizer
         self.served_model = served_model
         self.api_key = api_key
         self.hang_seconds = hang_seconds
         self.retry_after = retry_after
+        self.text_prompts_only = text_prompts_only
         self.requests: list[ReceivedRequest] = []
         self.faults: deque[str | int] = deque()
         self.port = 0
@@ -122,6 +126,8 @@ class FakeOpenAIServer:
             return await self._fault(fault)
         if denied := self._check_key(request):
             return denied
+        if self.text_prompts_only and not isinstance(body.get("prompt"), str):
+            return _error(500, "'int' object has no attribute 'encode'")
         if body.get("model") != self.served_model:
             return _error(404, f"The model `{body.get('model')}` does not exist.")
         if problem := self._check(body, prompt_ids):

@@ -79,7 +79,7 @@ async def test_the_request_carries_the_dialogpt_prompt_and_the_eos_stop(connect,
     eos_id = server.tokenizer.eos_token_id
     assert body["model"] == "tiny" and body["max_tokens"] == 12 and body["temperature"] == 0
     assert body["stop"] == ["<|endoftext|>"] and body["skip_special_tokens"] is True
-    assert body["repetition_penalty"] == 1.1 and "top_k" not in body
+    assert body["repetition_penalty"] == body["repeat_penalty"] == 1.1 and "top_k" not in body
     assert body["prompt"][-1] == eos_id and body["prompt"].count(eos_id) == 3
 
     sampled = connect(generation={"do_sample": True, "temperature": 0.7, "top_p": 0.9, "top_k": 40})
@@ -100,8 +100,8 @@ async def test_one_failure_is_retried_and_the_reply_arrives(connect, server, fau
 @pytest.mark.parametrize(
     ("fault", "attempts", "says"),
     [
-        (500, 2, "answered HTTP 500 (2 attempts)"),
-        (429, 2, "answered HTTP 429 (2 attempts)"),
+        (500, 2, "answered HTTP 500 (2 attempts): internal server error"),
+        (429, 2, "answered HTTP 429 (2 attempts): rate limited"),
         ("timeout", 2, "timed out (no answer within 0.5s, 2 attempts)"),
         ("garbage", 1, "sent a malformed reply (not JSON)"),
         ("wrong-shape", 1, "sent a malformed reply (no choices)"),
@@ -109,7 +109,7 @@ async def test_one_failure_is_retried_and_the_reply_arrives(connect, server, fau
     ],
 )
 async def test_a_server_that_keeps_failing_gives_one_clear_line(connect, server, fault, attempts, says):
-    generator = connect()
+    generator = connect(prompt_format="tokens")
     server.fail_next(*[fault] * attempts)
     with pytest.raises(GenerationUnavailable) as raised:
         await generator.generate(["Hello"])
@@ -126,7 +126,9 @@ async def test_a_server_that_is_down_is_named_and_then_back(connect, server):
     assert "is unreachable" in await generator.probe()
     await server.start()
     assert await generator.generate(["Hello"])
-    assert await generator.probe() == f"model server {server.base_url} is up and serves 'tiny'"
+    assert await generator.probe() == (
+        f"model server {server.base_url} is up and serves 'tiny' (prompts sent as token ids)"
+    )
 
 
 async def test_credentials_in_the_base_url_stay_out_of_info_and_errors(connect, server):
@@ -202,6 +204,59 @@ async def test_the_text_prompt_format_keeps_special_token_text_as_text(connect, 
     assert server.completions[-2].prompt_ids == server.completions[-1].body["prompt"]
 
 
+@pytest.fixture
+async def text_only_server(tiny_model_dir):
+    server = FakeOpenAIServer(tiny_model_dir, text_prompts_only=True)
+    await server.start()
+    yield server
+    await server.close()
+
+
+async def test_auto_sends_token_ids_to_a_server_that_takes_them(connect, server):
+    generator = connect()
+    assert generator.prompt_format == "auto"
+    assert await generator.probe() == (
+        f"model server {server.base_url} is up and serves 'tiny' (prompts sent as token ids)"
+    )
+    await generator.generate(["Hello"])
+    assert all(isinstance(r.body["prompt"], list) for r in server.completions)
+    assert generator.prompt_format == "tokens"
+
+
+async def test_auto_falls_back_to_text_once_for_a_server_that_refuses_token_ids(
+    text_only_server, tiny_model_dir, caplog
+):
+    """llama-cpp-python's server answers token ids with HTTP 500: the first message is still answered, the
+    log says why once (with the server's own message), and every later prompt is text."""
+    server = text_only_server
+    generator = load_backend(config_for(server, tiny_model_dir))
+    try:
+        caplog.set_level(logging.WARNING, logger="bot.generation.backends.openai")
+        assert await generator.generate(["Hello"])
+        assert await generator.generate(["Hello", "Hi", "How are you?"])
+        prompts = [r.body["prompt"] for r in server.completions]
+        assert isinstance(prompts[0], list) and all(isinstance(p, str) for p in prompts[1:])
+        assert len(prompts) == 3  # one refusal, no retries of it
+        [warning] = [r.getMessage() for r in caplog.records]
+        assert "refused a token-id prompt (HTTP 500: 'int' object has no attribute 'encode')" in warning
+        assert generator.prompt_format == "text"
+        assert (await generator.probe()).endswith("(prompts sent as text)")
+    finally:
+        await generator.close()
+
+
+async def test_a_text_prompt_cut_inside_a_character_stays_within_the_budget(connect, server):
+    """A turn too long for the context is cut at a token boundary, which can fall inside a character; the
+    text sent must tokenize back within the budget and carry no U+FFFD."""
+    generator = connect(prompt_format="text", context=64)
+    budget = 64 - GREEDY["max_new_tokens"]
+    for last in ("é" * 300, "日本語のテキスト" * 40, "ok 👍🏽 " * 60):
+        assert isinstance(await generator.generate(["Hello", last]), str)
+        received = server.completions[-1]
+        assert "\ufffd" not in received.body["prompt"]
+        assert len(received.prompt_ids) <= budget
+
+
 def msg(text):
     return IncomingMessage(platform="test", channel_key="console:remote", author_id="u1", text=text)
 
@@ -272,7 +327,8 @@ def test_console_chat_and_model_info_through_the_cli(tiny_model_dir, tmp_path, m
         out = capsys.readouterr().out
         assert "backend:      openai" in out and f"source:       {server.base_url}" in out
         assert "quantization: remote" in out and "parameters" not in out
-        assert f"server:       model server {server.base_url} is up and serves 'tiny'" in out
+        up = f"model server {server.base_url} is up and serves 'tiny' (prompts sent as token ids)"
+        assert f"server:       {up}" in out
     # The server is gone: model-info still prints, with one line saying the server does not answer.
     assert main(["model-info", *flags]) == 0
     [line] = [x for x in capsys.readouterr().out.splitlines() if x.startswith("server:")]
