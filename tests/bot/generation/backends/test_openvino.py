@@ -7,6 +7,7 @@ torch backend in test_contract.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -100,6 +101,19 @@ def paused_at(generator, step: int, requests: int) -> PausedPipeline:
     return paused
 
 
+@contextlib.asynccontextmanager
+async def submitted_together(generator):
+    """Requests made inside join the first step together: on a busy machine the stepping thread could
+    otherwise run one of them for many steps before the event loop submits the next."""
+    generator._stepping.acquire()  # a stepping job started meanwhile finds it taken and leaves
+    try:
+        yield
+        await asyncio.sleep(0)  # each new task runs up to its first await: its request is in the inbox
+    finally:
+        generator._stepping.release()
+    asyncio.get_running_loop().run_in_executor(generator._executor, generator._step_until_idle)
+
+
 def test_first_use_exports_and_later_loads_reuse_the_cache(tiny_model_dir, cache, exports, caplog):
     caplog.set_level("INFO", logger="bot.generation.backends.openvino")
     first = load_openvino(ov_config(tiny_model_dir))
@@ -178,7 +192,8 @@ async def test_a_message_arriving_mid_batch_joins_it_instead_of_waiting(tiny_mod
         return request
 
     generator._submit = recorded
-    early = [asyncio.create_task(generator.generate(turns)) for turns in CONVERSATIONS]
+    async with submitted_together(generator):
+        early = [asyncio.create_task(generator.generate(turns)) for turns in CONVERSATIONS]
     assert await loop.run_in_executor(None, paused.reached.wait, 60)  # the three are well into their replies
     arrived = generator.stats.steps
     late = asyncio.create_task(generator.generate(["What time is it?"]))
@@ -201,8 +216,9 @@ async def test_an_abandoned_request_leaves_the_batch_and_the_others_finish(tiny_
     )
     loop = asyncio.get_running_loop()
     paused = paused_at(generator, 5, requests=2)
-    kept = asyncio.create_task(generator.generate(["Hello"]))
-    dropped = asyncio.create_task(generator.generate(["What is your name?"]))
+    async with submitted_together(generator):
+        kept = asyncio.create_task(generator.generate(["Hello"]))
+        dropped = asyncio.create_task(generator.generate(["What is your name?"]))
     assert await loop.run_in_executor(None, paused.reached.wait, 60)
     dropped.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -210,7 +226,7 @@ async def test_an_abandoned_request_leaves_the_batch_and_the_others_finish(tiny_
     paused.go.set()
     await kept
     assert generator.stats.cancelled == 1 and generator.stats.replies == 1
-    assert generator.stats.steps == 60  # the survivor's 60 tokens; the dropped one left early
+    assert generator.stats.steps == 60  # the survivor's 60 tokens; the dropped one left at step 5
     await generator.close()
 
 
