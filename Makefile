@@ -36,7 +36,8 @@ test: $(STAMP) typecheck
 # The edit loop: no full model build, no `dialobot` process per test (under 90 s on 2 idle cores).
 test-fast: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest -q -rs -m "not slow and not process" --durations=5
+	# Two workers, one per core; PostgreSQL cases run in `make test` (parallel workers would share its schema).
+	env -u DIALOBOT_TEST_POSTGRES_URL $(VENV)/bin/pytest -q -rs -n 2 -m "not slow and not process" --durations=5
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy bot/core storage

@@ -14,8 +14,9 @@ re-sent after an outage) is still that server's: keyed under it, mention require
 
 Discord does not deliver a message again to a bot that was down, or that stopped between receiving it and
 writing it to the inbox. So on every fresh gateway session the bot reads what it missed: in each channel it
-took a message on in the last `inbox.recover_max_age_seconds`, the messages after the last one it took on,
-answered like live ones (the inbox refuses those it has already).
+took a message on in the last `inbox.recover_max_age_seconds`, the messages after the last one it took on;
+in any other channel or thread whose newest message is newer than those (Discord sends each channel's
+`last_message_id`), the messages since. They are answered like live ones; the inbox refuses those it has.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import time
 import zlib
 from collections.abc import Iterator
 from contextlib import AsyncExitStack, contextmanager
+from datetime import timedelta
 from typing import Any
 
 import discord
@@ -61,6 +63,8 @@ ALLOWED_MENTIONS = discord.AllowedMentions(everyone=False, users=False, roles=Fa
 ANSWERED_TYPES = frozenset({discord.MessageType.default, discord.MessageType.reply})
 CATCH_UP_LIMIT = 100
 """Messages read per channel when catching up after a restart (one history request)."""
+CATCH_UP_CHANNELS = 50
+"""Channels per server read back for being active, beyond those the inbox names (bounded REST calls)."""
 
 
 def intents() -> discord.Intents:
@@ -111,6 +115,8 @@ class DiscordBot(discord.AutoShardedClient):
         self._answering: set[asyncio.Task] = set()
         self._arrivals = KeyedLock()
         self._catch_up_from: dict[int, tuple[int | None, int]] | None = None
+        self._caught_up: set[int] = set()  # channels read back (or being read) in this session
+        self._catch_up_floor = 0  # this session reads back messages newer than this id in any active channel
         for command in (c for c in COMMANDS if not c.takes_words):  # the others are typed after a mention
             self.tree.add_command(
                 app_commands.Command(
@@ -199,13 +205,37 @@ class DiscordBot(discord.AutoShardedClient):
         points, self._catch_up_from = self._catch_up_from, None
         if points is None:
             points = await self._last_taken_on()
+        self._caught_up = set()
+        # Any channel with a message newer than the oldest one taken on recently may hold a missed one
+        # (snowflakes grow with time); with none taken on, anything within the recovery age.
+        window = timedelta(seconds=self.engine.config.inbox.recover_max_age_seconds)
+        self._catch_up_floor = min(
+            (after for _, after in points.values()),
+            default=discord.utils.time_snowflake(discord.utils.utcnow() - window),
+        )
         # Each channel's place is taken now, before the connection's first event is handled: what was
         # missed is taken on first.
         for channel_id, (guild_id, after) in points.items():
-            place = self._arrivals.reserve(str(channel_id))
-            task = asyncio.create_task(self._catch_up(channel_id, guild_id, after, place))
-            self._answering.add(task)
-            task.add_done_callback(self._answering.discard)
+            self._read_back(channel_id, guild_id, after)
+
+    async def on_guild_available(self, guild: discord.Guild) -> None:
+        """A server of this session, with its channels: read back the active ones the inbox did not name (a
+        conversation whose every message arrived while the bot was away)."""
+        channels = [*guild.text_channels, *guild.threads]
+        active = [
+            c
+            for c in channels
+            if c.id not in self._caught_up and (c.last_message_id or 0) > self._catch_up_floor
+        ]
+        for channel in active[:CATCH_UP_CHANNELS]:
+            self._read_back(channel.id, guild.id, self._catch_up_floor)
+
+    def _read_back(self, channel_id: int, guild_id: int | None, after: int) -> None:
+        self._caught_up.add(channel_id)
+        place = self._arrivals.reserve(str(channel_id))
+        task = asyncio.create_task(self._catch_up(channel_id, guild_id, after, place))
+        self._answering.add(task)
+        task.add_done_callback(self._answering.discard)
 
     async def _last_taken_on(self) -> dict[int, tuple[int | None, int]]:
         """For each channel the bot took a message on recently: its server and the newest such message."""

@@ -202,6 +202,7 @@ class FakeDiscord:
             "nsfw": False,
             "parent_id": None,
             "rate_limit_per_user": 0,
+            "last_message_id": None,
         }
         guild["channels"].append(channel)
         self.channels[channel["id"]] = channel
@@ -217,6 +218,7 @@ class FakeDiscord:
             "owner_id": (owner or self.bot_user)["id"],
             "message_count": 0,
             "member_count": 1,
+            "last_message_id": None,
             "rate_limit_per_user": 0,
             "flags": 0,
             "thread_metadata": {
@@ -318,6 +320,8 @@ class FakeDiscord:
         """A message appears in its channel (read back by GET /channels/<id>/messages) without an event:
         what a user posts while the bot is not connected."""
         self.history.setdefault(message["channel_id"], {})[message["id"]] = message
+        if message["channel_id"] in self.channels:  # GUILD_CREATE sends it: where the newest message is
+            self.channels[message["channel_id"]]["last_message_id"] = message["id"]
 
     async def dispatch(self, event: str, data: dict) -> None:
         """Send a gateway event to the shard that owns its guild (DMs go to shard 0, as on Discord); a

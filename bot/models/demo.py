@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
-from tokenizers import ByteLevelBPETokenizer, Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import ByteLevelBPETokenizer, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast, PreTrainedTokenizerFast
 
 from bot.config import cache_dir
@@ -63,9 +63,12 @@ class DemoRecipe:
     """No dropout: training sees most text once, so there is nothing to overfit."""
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(
-            steps=840, batch_size=4, block_size=256, learning_rate=3e-3, warmup_fraction=0.05
+            steps=720, batch_size=4, block_size=256, learning_rate=3e-3, warmup_fraction=0.05
         )
     )
+    max_reply_words: int | None = 20
+    """Learn only turns of at most this many words as replies (longer ones stay as context): a model this
+    small writes a short reply well and loses the thread of a long one."""
     conversation_limit: int | None = None
     """Train on only the first N training conversations (the tests' tiny model uses this for speed)."""
 
@@ -77,10 +80,15 @@ class DemoRecipe:
 DEMO_RECIPE = DemoRecipe()
 
 
+WORD_PATTERN = r" ?\p{L}+(?:['’]\p{L}+)*| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+"""GPT-2's split into words, except that a contraction stays one word (`don't`, `I'm`): split in two, a
+model can join the halves wrongly (`what't`, `you'm`)."""
+
+
 def train_tokenizer(texts: Iterable[str], vocab_size: int, kind: str = "bpe") -> PreTrainedTokenizerFast:
-    """A tokenizer trained on `texts` (turns), split into words as GPT-2 does (byte-level, the space kept
-    with the word after it): `bpe`, GPT-2's byte-level BPE with EOS as its one special token; `word`, the
-    `vocab_size` most frequent words, with EOS and `<unk>` for any other word."""
+    """A tokenizer trained on `texts` (turns), byte-level with the space kept with the word after it, as
+    GPT-2's: `bpe`, GPT-2's byte-level BPE with EOS as its one special token; `word`, the `vocab_size` most
+    frequent words (`WORD_PATTERN`), with EOS and `<unk>` for any other word."""
     if kind == "bpe":
         bpe = ByteLevelBPETokenizer()
         bpe.train_from_iterator(
@@ -90,7 +98,12 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, kind: str = "bpe") ->
     if kind != "word":
         raise ValueError(f"unknown tokenizer kind {kind!r}")
     words = Tokenizer(models.WordLevel(unk_token=UNK))
-    words.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    words.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(WORD_PATTERN), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     words.decoder = decoders.ByteLevel()
     trainer = trainers.WordLevelTrainer(
         vocab_size=vocab_size, min_frequency=2, special_tokens=[EOS, UNK], show_progress=False
@@ -99,18 +112,22 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, kind: str = "bpe") ->
     return PreTrainedTokenizerFast(tokenizer_object=words, bos_token=EOS, eos_token=EOS, unk_token=UNK)
 
 
-def learn_known_turns_only(
-    conversations: list[Conversation], tokenizer: PreTrainedTokenizerFast
+def choose_learned_turns(
+    conversations: list[Conversation], tokenizer: PreTrainedTokenizerFast, max_words: int | None = None
 ) -> list[Conversation]:
-    """Turns with a word outside the vocabulary stay as context but are not learned as replies."""
+    """Turns with a word outside the vocabulary (`<unk>`), or longer than `max_words`, stay as context but
+    are not learned as replies."""
     unk = tokenizer.unk_token_id
-    if unk is None or unk == tokenizer.eos_token_id:
-        return conversations
+    if unk == tokenizer.eos_token_id:
+        unk = None  # a BPE vocabulary has no unknown words
     out = []
     for conversation in conversations:
         encoded = tokenizer(list(conversation.turns))["input_ids"]
         learn = conversation.learn or (True,) * len(conversation.turns)
-        flags = tuple(flag and unk not in ids for flag, ids in zip(learn, encoded, strict=True))
+        flags = tuple(
+            flag and unk not in ids and (max_words is None or len(turn.split()) <= max_words)
+            for flag, ids, turn in zip(learn, encoded, conversation.turns, strict=True)
+        )
         out.append(replace(conversation, learn=flags))
     return out
 
@@ -145,7 +162,7 @@ def build_demo_model(out_dir: Path, recipe: DemoRecipe = DEMO_RECIPE, progress: 
     if recipe.conversation_limit is not None:
         conversations = conversations[: recipe.conversation_limit]
     tokenizer = train_tokenizer(training_turns(conversations), recipe.vocab_size, recipe.tokenizer)
-    conversations = learn_known_turns_only(conversations, tokenizer)
+    conversations = choose_learned_turns(conversations, tokenizer, recipe.max_reply_words)
     model = new_model(recipe, tokenizer)
     result = train_causal_lm(model, tokenizer, conversations, recipe.train, progress=progress)
     model.save_pretrained(out_dir)

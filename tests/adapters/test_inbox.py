@@ -124,14 +124,16 @@ async def test_messages_posted_while_the_bot_was_away_are_answered_once_at_the_n
     discord_fake, store
 ):
     """Discord does not send a stopped bot's missed events to its next session (and a kill can come between
-    receiving a message and writing it to the inbox): the next start reads each recent channel back."""
+    receiving a message and writing it to the inbox): the next start reads back each channel the bot took a
+    message on recently, and each channel active since, and answers what is addressed to it, once."""
     fake = discord_fake
     guild = fake.add_guild()
-    general, quiet = fake.add_channel(guild, "general"), fake.add_channel(guild, "quiet")
+    general, quiet, idle = (fake.add_channel(guild, name) for name in ("general", "quiet", "idle"))
     alice, bob = fake.user("alice"), fake.user("bob")
     dm = fake.add_dm(bob)
     at = f"<@{fake.bot_user['id']}>"
     config = discord_config()
+    fake.post(fake.message(idle, alice, "an old message, not for the bot"))
     async with discord_bot(make_engine(store, ScriptedGenerator(), config), config, fake):
         await fake.dispatch("MESSAGE_CREATE", fake.message(general, alice, f"{at} before"))
         await fake.dispatch("MESSAGE_CREATE", fake.message(dm, bob, "dm before"))
@@ -141,13 +143,13 @@ async def test_messages_posted_while_the_bot_was_away_are_answered_once_at_the_n
     for message in [missed[0], fake.message(general, alice, "not for the bot"), missed[1]]:
         fake.post(message)
     fake.post(fake.message(dm, bob, "dm missed"))
-    fake.post(fake.message(quiet, alice, f"{at} a channel the bot never saw"))
+    fake.post(fake.message(quiet, alice, f"{at} first words in a new channel"))
     generator = ScriptedGenerator()
     async with discord_bot(make_engine(store, generator, config), config, fake):
-        await until_async(lambda: _inbox_done(store, 5))
+        await until_async(lambda: _inbox_done(store, 6))
         live = fake.message(general, alice, f"{at} live")
         await fake.dispatch("MESSAGE_CREATE", live)
-        await until_async(lambda: _inbox_done(store, 6))
+        await until_async(lambda: _inbox_done(store, 7))
     replies = fake.sent(general)
     assert [p["content"] for p in replies] == [
         "echo: before (1 turns seen)",
@@ -161,8 +163,10 @@ async def test_messages_posted_while_the_bot_was_away_are_answered_once_at_the_n
         "echo: dm before (1 turns seen)",
         "echo: dm missed (3 turns seen)",
     ]
-    assert fake.sent(quiet) == []  # no inbox entry there: not read (the bot cannot read every channel)
-    assert len(generator.calls) == 4
+    assert [p["content"] for p in fake.sent(quiet)] == ["echo: first words in a new channel (1 turns seen)"]
+    # A channel with nothing new since the bot's recent messages is not read at all.
+    assert not fake.requests_to("GET", rf"/channels/{idle['id']}/messages")
+    assert len(generator.calls) == 5  # each missed message once, and the live one
 
 
 async def test_nothing_is_read_back_from_channels_older_than_the_recovery_age(discord_fake, store):

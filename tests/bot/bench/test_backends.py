@@ -7,6 +7,7 @@ import pytest
 from bot.bench.backends import main
 
 
+@pytest.mark.slow
 def test_measures_each_case_in_its_own_process(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DIALOBOT_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "backends.json"

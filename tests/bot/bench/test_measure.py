@@ -54,6 +54,7 @@ def test_targets_are_ratios_of_the_right_figures():
     assert not any("memory" in name or "perplexity" in name for name in checked)  # not measured: not reported
 
 
+@pytest.mark.process
 def test_bench_runs_end_to_end_on_a_tiny_model(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "out"
     args = [

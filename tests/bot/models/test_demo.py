@@ -14,8 +14,8 @@ from bot.models.corpus import Conversation, load_chitchat, split_conversations
 from bot.models.demo import (
     DEMO_RECIPE,
     DemoRecipe,
+    choose_learned_turns,
     ensure_demo_model,
-    learn_known_turns_only,
     train_tokenizer,
 )
 from bot.models.trainer import TrainConfig, encode_conversations
@@ -56,7 +56,7 @@ def demo_env(tmp_path_factory):
 
 
 def test_the_word_tokenizer_keeps_whole_words_and_never_teaches_unknown_ones():
-    turns = ["hello there", "how are you?", "hello, how are you?", "I am fine", "I am fine, you?"]
+    turns = ["hello there", "how are you?", "hello, how are you?", "I am fine", "I am fine, you?", "I'm ok"]
     tokenizer = train_tokenizer(turns * 3, vocab_size=64, kind="word")
     assert tokenizer.convert_ids_to_tokens(tokenizer("hello, how are you?")["input_ids"]) == [
         "hello",
@@ -67,11 +67,13 @@ def test_the_word_tokenizer_keeps_whole_words_and_never_teaches_unknown_ones():
         "?",
     ]
     assert tokenizer.decode(tokenizer("I am fine, you?")["input_ids"]) == "I am fine, you?"
+    assert tokenizer.convert_ids_to_tokens(tokenizer("I'm fine")["input_ids"]) == ["I'm", "Ġfine"]
     unknown = tokenizer("I am zorbly")["input_ids"]
     assert unknown[-1] == tokenizer.unk_token_id != tokenizer.eos_token_id
-    conversation = Conversation("c", ("hello there", "I am zorbly", "how are you?"), ("a", "b", "a"))
-    (marked,) = learn_known_turns_only([conversation], tokenizer)
-    assert marked.learn == (True, False, True)  # in context, but never a reply to learn
+    turns = ("hello there", "I am zorbly", "how are you?", "hello there how are you?")
+    conversation = Conversation("c", turns, ("a", "b", "a", "b"))
+    (marked,) = choose_learned_turns([conversation], tokenizer, max_words=4)
+    assert marked.learn == (True, False, True, False)  # in context, but never a reply to learn
     ((ids, learn),) = encode_conversations(tokenizer, [marked])
     assert tokenizer.unk_token_id in ids and not any(
         flag for token, flag in zip(ids, learn, strict=True) if token == tokenizer.unk_token_id

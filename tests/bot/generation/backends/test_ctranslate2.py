@@ -181,6 +181,7 @@ def test_without_stopping_at_eos_every_reply_has_max_new_tokens(tiny_model_dir, 
     assert [len(ids) for ids in generator._generate_ids(prompts, lambda: False)] == [8, 8, 8]
 
 
+@pytest.mark.process
 def test_model_info_on_the_command_line(tiny_model_dir, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "DIALOBOT_CACHE_DIR": str(tmp_path)}
     env.pop("DIALOBOT_CONFIG", None)

@@ -230,6 +230,7 @@ async def test_an_abandoned_request_leaves_the_batch_and_the_others_finish(tiny_
     await generator.close()
 
 
+@pytest.mark.process
 def test_model_info_on_the_command_line_and_no_usage_reports(tiny_model_dir, tmp_path):
     """`model-info` names the runtime; the export writes nothing of OpenVINO's usage reporting to the home
     directory (a client id in ~/intel is the first thing it keeps when it reports)."""
