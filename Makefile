@@ -81,7 +81,7 @@ $(LLAMACPP_STAMP): pyproject.toml
 	# completions never load.
 	CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(LLAMACPP_VENV)/bin/python -m pip install --quiet \
 		"llama-cpp-python[server] @ file://$(abspath $(LLAMACPP_SDIST))"
-	$(LLAMACPP_VENV)/bin/python -m pip install --quiet -e ".[dev,openai,llamacpp]"
+	$(LLAMACPP_VENV)/bin/python -m pip install --quiet -e ".[dev,openai,llamacpp,safety]"
 	touch $(LLAMACPP_STAMP)
 
 llamacpp: $(LLAMACPP_STAMP)
