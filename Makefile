@@ -10,7 +10,16 @@ TORCH_INDEX ?=
 IPEX_VENV := .venv-ipex
 IPEX_STAMP := $(IPEX_VENV)/.installed
 
-.PHONY: setup chat test test-fast typecheck lint ipex test-ipex
+# A real llama-cpp-python server for the openai backend's tests (README "Backends"). Opt-in, in its own venv:
+# installing llama-cpp-python compiles llama.cpp (about 20 minutes on 2 cores). Its sdist is downloaded first,
+# since its vendored llama.cpp also holds the converter that turns the test model into a GGUF.
+LLAMACPP_VENV := .venv-llamacpp
+LLAMACPP_STAMP := $(LLAMACPP_VENV)/.installed
+LLAMACPP_VERSION := 0.3.36
+LLAMACPP_SRC := llama_cpp_python-$(LLAMACPP_VERSION)
+LLAMACPP_SDIST := $(LLAMACPP_VENV)/sdist/$(LLAMACPP_SRC).tar.gz
+
+.PHONY: setup chat test test-fast typecheck lint ipex test-ipex llamacpp test-llamacpp
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -59,3 +68,27 @@ ipex: $(IPEX_STAMP)
 # The whole suite on the IPEX stack (transformers 4.57, torch 2.8): the ipex cases run instead of skipping.
 test-ipex: $(IPEX_STAMP)
 	$(IPEX_VENV)/bin/pytest -q -rs --durations=10
+
+$(LLAMACPP_STAMP): pyproject.toml
+	python3 -m venv $(LLAMACPP_VENV)
+	$(LLAMACPP_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LLAMACPP_VENV)/bin/python -m pip install --quiet torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(LLAMACPP_VENV)/bin/python -m pip download --quiet --no-deps --no-binary llama-cpp-python \
+		llama-cpp-python==$(LLAMACPP_VERSION) -d $(LLAMACPP_VENV)/sdist
+	# llama.cpp's HF-to-GGUF converter with the model modules and gguf-py it imports: .venv-llamacpp/llama.cpp/
+	tar -xzf $(LLAMACPP_SDIST) -C $(LLAMACPP_VENV) --strip-components=2 \
+		$(addprefix $(LLAMACPP_SRC)/vendor/llama.cpp/,convert_hf_to_gguf.py conversion gguf-py)
+	# Compiles llama.cpp from the sdist (pip caches the wheel); no multimodal library, which the server's
+	# completions never load.
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(LLAMACPP_VENV)/bin/python -m pip install --quiet \
+		"llama-cpp-python[server] @ file://$(abspath $(LLAMACPP_SDIST))"
+	$(LLAMACPP_VENV)/bin/python -m pip install --quiet -e ".[dev,openai,llamacpp,safety]"
+	touch $(LLAMACPP_STAMP)
+
+llamacpp: $(LLAMACPP_STAMP)
+
+# The openai backend against a real llama-cpp-python server serving the tiny test model as a GGUF
+# (tests/bot/generation/backends/test_llamacpp.py), and its tests against the fake server.
+test-llamacpp: $(LLAMACPP_STAMP)
+	$(LLAMACPP_VENV)/bin/pytest -q -rs --durations=10 tests/bot/generation/backends/test_llamacpp.py \
+		tests/bot/generation/backends/test_openai.py

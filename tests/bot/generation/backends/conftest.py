@@ -2,7 +2,8 @@
 
 The in-process backends load the model themselves (CTranslate2 and OpenVINO convert it once per session);
 `openai` talks to `FakeOpenAIServer`, which serves the same model over HTTP on 127.0.0.1. IPEX needs its own
-pinned stack (`make test-ipex`), so its cases are skipped, with that reason, where it is not installed.
+pinned stack (`make test-ipex`), so its cases are skipped, with that reason, where it is not installed; so
+are the tests against a real llama-cpp-python server (`make test-llamacpp`, test_llamacpp.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,16 @@ def ipex_installed() -> bool:
 SKIP_WITHOUT_IPEX = pytest.mark.skipif(
     not ipex_installed(),
     reason="intel-extension-for-pytorch is not installed; it needs its own torch 2.8 stack: `make test-ipex`",
+)
+
+
+def llamacpp_installed() -> bool:
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+SKIP_WITHOUT_LLAMACPP = pytest.mark.skipif(
+    not llamacpp_installed(),
+    reason="llama-cpp-python is not installed; it compiles llama.cpp on install: `make test-llamacpp`",
 )
 
 
