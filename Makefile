@@ -42,7 +42,7 @@ test: $(STAMP) typecheck
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/pytest -q -rs --durations=10
 
-# The edit loop: no full model build, no `dialobot` process per test (under 90 s on 2 idle cores).
+# The edit loop: no full model build, no `dialobot` process per test (pytest 136 s on 2 idle cores).
 test-fast: $(STAMP)
 	$(VENV)/bin/ruff check .
 	# Two workers, one per core; PostgreSQL cases run in `make test` (parallel workers would share its schema).
