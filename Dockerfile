@@ -15,10 +15,10 @@ COPY pyproject.toml README.md /src/
 COPY bot /src/bot
 COPY adapters /src/adapters
 COPY storage /src/storage
-# With the CTranslate2 and remote (openai) backends: small, and selectable with DIALOBOT settings alone. IPEX
-# needs its own torch 2.8 stack (README "Backends") and is not in this image. `safety`: the default safety
-# filter's classifier.
-RUN pip install "/src[ctranslate2,openai,safety]"
+# With the CTranslate2 (default), OpenVINO (many channels at once) and remote (openai) backends, each
+# selectable with settings alone. IPEX needs its own torch 2.8 stack (README "Backends") and is not in this
+# image. `safety`: the default safety filter's classifier.
+RUN pip install "/src[ctranslate2,openvino,openai,safety]"
 
 FROM ${PYTHON_IMAGE}
 RUN useradd --system --uid 10001 --user-group --home-dir /data --shell /usr/sbin/nologin dialobot \
