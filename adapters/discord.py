@@ -16,7 +16,8 @@ Discord does not deliver a message again to a bot that was down, or that stopped
 writing it to the inbox. So on every fresh gateway session the bot reads what it missed: in each channel it
 took a message on in the last `inbox.recover_max_age_seconds`, the messages after the last one it took on;
 in any other channel or thread whose newest message is newer than those (Discord sends each channel's
-`last_message_id`), the messages since. They are answered like live ones; the inbox refuses those it has.
+`last_message_id`), and in the DM channel of anyone it took a message from in that time, the messages since.
+They are answered like live ones; the inbox refuses those it has.
 """
 
 from __future__ import annotations
@@ -217,6 +218,26 @@ class DiscordBot(discord.AutoShardedClient):
         # missed is taken on first.
         for channel_id, (guild_id, after) in points.items():
             self._read_back(channel_id, guild_id, after)
+        # Discord lists no DM channels to a bot; the people it talked with recently may have written to it
+        # directly while it was away (their DM channel is opened, or found, by id: no message is sent).
+        people = await self._recent_authors()
+        for author in people[:CATCH_UP_CHANNELS]:
+            try:  # the raw channel: it carries `last_message_id`, which discord.py's DMChannel drops
+                dm = await self.http.start_private_message(author)
+            except discord.HTTPException as exc:
+                logger.debug("no DM channel with %s to read back: %s", author, exc)
+                continue
+            newest = int(dm.get("last_message_id") or 0)
+            if int(dm["id"]) not in self._caught_up and newest > self._catch_up_floor:
+                self._read_back(int(dm["id"]), None, self._catch_up_floor)
+
+    async def _recent_authors(self) -> list[int]:
+        """The people the bot took a message from recently, most recent first."""
+        authors: dict[int, None] = {}
+        for message in reversed(await self.engine.recently_received("discord")):
+            if message.author_id.isdigit():
+                authors.setdefault(int(message.author_id))
+        return list(authors)
 
     async def on_guild_available(self, guild: discord.Guild) -> None:
         """A server of this session, with its channels: read back the active ones the inbox did not name (a

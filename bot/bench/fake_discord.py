@@ -418,6 +418,12 @@ class FakeDiscord:
             if nonce is not None:
                 self._by_nonce[match.group(1), str(nonce)] = created
             return json_response(created)
+        if (method, path) == ("POST", "/users/@me/channels"):  # open (or find) the DM with a user
+            recipient = str(req.body.get("recipient_id"))
+            for channel in self.channels.values():
+                if channel.get("type") == 1 and channel["recipients"][0]["id"] == recipient:
+                    return json_response(channel)
+            return json_response(self.add_dm(self.user("someone", id=recipient)))
         if method == "GET" and (match := re.fullmatch(r"/channels/(\d+)/messages", path)):
             return json_response(self._history(match.group(1), req.query))
         if (

@@ -144,12 +144,14 @@ async def test_messages_posted_while_the_bot_was_away_are_answered_once_at_the_n
         fake.post(message)
     fake.post(fake.message(dm, bob, "dm missed"))
     fake.post(fake.message(quiet, alice, f"{at} first words in a new channel"))
+    alice_dm = fake.add_dm(alice)  # alice never wrote to the bot directly before
+    fake.post(fake.message(alice_dm, alice, "are you there?"))
     generator = ScriptedGenerator()
     async with discord_bot(make_engine(store, generator, config), config, fake):
-        await until_async(lambda: _inbox_done(store, 6))
+        await until_async(lambda: _inbox_done(store, 7))
         live = fake.message(general, alice, f"{at} live")
         await fake.dispatch("MESSAGE_CREATE", live)
-        await until_async(lambda: _inbox_done(store, 7))
+        await until_async(lambda: _inbox_done(store, 8))
     replies = fake.sent(general)
     assert [p["content"] for p in replies] == [
         "echo: before (1 turns seen)",
@@ -164,9 +166,10 @@ async def test_messages_posted_while_the_bot_was_away_are_answered_once_at_the_n
         "echo: dm missed (3 turns seen)",
     ]
     assert [p["content"] for p in fake.sent(quiet)] == ["echo: first words in a new channel (1 turns seen)"]
+    assert [p["content"] for p in fake.sent(alice_dm)] == ["echo: are you there? (1 turns seen)"]
     # A channel with nothing new since the bot's recent messages is not read at all.
     assert not fake.requests_to("GET", rf"/channels/{idle['id']}/messages")
-    assert len(generator.calls) == 5  # each missed message once, and the live one
+    assert len(generator.calls) == 6  # each missed message once, and the live one
 
 
 async def test_nothing_is_read_back_from_channels_older_than_the_recovery_age(discord_fake, store):
