@@ -214,6 +214,61 @@ def _render(results: dict) -> str:
     return "\n".join(lines)
 
 
+def check_targets(results: dict, default: str = "ctranslate2:int8") -> dict[str, dict]:
+    """The speed and memory targets for the default backend (docs/benchmarks.md), from one run's cases.
+
+    Each entry holds the measured value, the target and whether it is met; a target whose cases did not run
+    (or failed) is left out rather than guessed."""
+    cases = {r["case"]: r for r in results["cases"] if "error" not in r}
+    best = cases.get(default)
+    if best is None:
+        return {}
+    checks: dict[str, dict] = {}
+
+    def check(name: str, value: float, target: str, met: bool) -> None:
+        checks[name] = {"value": round(value, 3), "target": target, "met": bool(met)}
+
+    single, batch = best["single"]["median_s"], best["batch_wall_s"]
+    if fp32 := cases.get("torch:none"):
+        check(
+            "per reply vs torch FP32",
+            fp32["single"]["median_s"] / single,
+            ">= 4x",
+            fp32["single"]["median_s"] >= 4 * single,
+        )
+    ct2 = cases.get("ctranslate2:int8")
+    if ct2 and ct2 is not best:
+        check(
+            "per reply vs CTranslate2",
+            single / ct2["single"]["median_s"],
+            "<= 1x",
+            single <= ct2["single"]["median_s"],
+        )
+        check("batch vs CTranslate2", batch / ct2["batch_wall_s"], "<= 1x", batch <= ct2["batch_wall_s"])
+        check(
+            "peak memory vs CTranslate2",
+            best["peak_rss_mb"] / ct2["peak_rss_mb"],
+            "<= 1x",
+            best["peak_rss_mb"] <= ct2["peak_rss_mb"],
+        )
+    over_floor = best["decode_ms_per_token"] / results["floor"]["int8_ms"]
+    check("decode vs bandwidth floor", over_floor, "<= 1.5x (stretch 1.3x)", over_floor <= 1.5)
+    speedup = results["batch"] * single / batch
+    check(f"{results['batch']} channels at once vs serial", speedup, ">= 3.5x", speedup >= 3.5)
+    late = best["late"]["ratio"]
+    check("late message vs solo", late, "<= 1.5x", late <= 1.5)
+    return checks
+
+
+def _render_targets(checks: dict[str, dict], default: str) -> str:
+    lines = [f"targets for the default backend ({default}):"]
+    for name, c in checks.items():
+        lines.append(
+            f"  {'met' if c['met'] else 'NOT MET':<8} {name}: {c['value']:.2f}x (target {c['target']})"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.case:  # the child: one case, JSON on stdout
@@ -264,12 +319,21 @@ def main(argv: list[str] | None = None) -> int:
         else:
             results["cases"].append(json.loads(child.stdout.strip().splitlines()[-1]))
     results["load_average_end"] = os.getloadavg()
+    default = f"{_default_backend()}:int8"
+    results["targets"] = {"default": default, "checks": check_targets(results, default)}
     print(_render(results))
+    print(_render_targets(results["targets"]["checks"], default))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {out}", file=sys.stderr)
     return 0
+
+
+def _default_backend() -> str:
+    from bot.config import ModelConfig
+
+    return ModelConfig.model_fields["backend"].default
 
 
 def _cpus() -> int:

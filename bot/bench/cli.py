@@ -4,7 +4,8 @@ In one run, on a DialoGPT-shaped model with random weights (`--shape`) and then 
 the offline demo model by default): time per reply FP32 vs INT8, replies per second with 1-16 channels at once
 with batching on and off, event-loop lag, peak memory and start-up time of FP32 / load-and-quantize /
 pre-quantized loading, and the same workload on CTranslate2 when it is installed. `--quality` instead compares
-FP32 and INT8 perplexity on held-out conversations. Results: a table on stdout, JSON and a PNG in `--out`.
+FP32 and INT8 perplexity on held-out conversations; `--backends` compares the backends against the memory
+bandwidth floor and the speed targets (`bot.bench.backends`). Results: a table on stdout, JSON and a PNG in `--out`.
 """
 
 from __future__ import annotations
@@ -56,6 +57,14 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "--quality",
         action="store_true",
         help="only compare FP32 and INT8 perplexity and next-token agreement on --model",
+    )
+    parser.add_argument(
+        "--backends",
+        nargs="?",
+        const="torch:none,torch:int8,ctranslate2:int8,openvino:int8",
+        metavar="CASES",
+        help="instead, compare backends on --shape, each in its own process, against the memory-bandwidth "
+        "floor and the speed targets (default cases: torch FP32 and INT8, CTranslate2, OpenVINO)",
     )
     parser.add_argument("--repeats", type=int, default=5, help="replies timed per model, one at a time")
     parser.add_argument("--rounds", type=int, default=2, help="rounds per concurrency level")
@@ -247,6 +256,21 @@ def run_bench(args: argparse.Namespace) -> None:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     safe_model = re.sub(r"[^A-Za-z0-9_.-]+", "_", args.model).strip("_") or "model"
+
+    if args.backends:
+        from bot.bench import backends
+
+        argv = ["--cases", args.backends, "--shape", args.shape, "--repeats", str(args.repeats)]
+        argv += ["--rounds", str(args.rounds), "--threads", str(args.threads)]
+        argv += ["--prompt-tokens", str(args.prompt_tokens), "--new-tokens", str(args.new_tokens)]
+        argv += [
+            "--batch",
+            str(args.max_batch_size or 8),
+            "--out",
+            str(out_dir / f"backends-{args.shape}.json"),
+        ]
+        backends.main(argv)
+        return
 
     if args.quality:
         results = _run_quality(args, out_dir)
