@@ -105,10 +105,18 @@ def _tiny_train():
 
 
 TINY_RECIPE_KWARGS = dict(
-    vocab_size=512, tokenizer="bpe", n_layer=2, n_head=2, n_embd=64, n_positions=1024, conversation_limit=300
+    vocab_size=512,
+    tokenizer="bpe",
+    n_layer=2,
+    n_head=2,
+    n_embd=64,
+    n_positions=1024,
+    conversation_limit=300,
+    min_reply_words=1,
 )
-"""The demo recipe, tiny, with DialoGPT's kind of tokenizer (byte-level BPE): it stands in for the hub
-models the backends convert and serve. The demo's own word-level tokenizer is tested in test_demo.py."""
+"""The demo recipe, tiny, with DialoGPT's kind of tokenizer (byte-level BPE) and every turn learned, as
+DialoGPT learned them: it stands in for the hub models the backends convert and serve. The demo's own
+word-level tokenizer and choice of turns are tested in test_demo.py."""
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,8 @@ the offline demo model by default): time per reply FP32 vs INT8, replies per sec
 with batching on and off, event-loop lag, peak memory and start-up time of FP32 / load-and-quantize /
 pre-quantized loading, and the same workload on CTranslate2 when it is installed. `--quality` instead compares
 FP32 and INT8 perplexity on held-out conversations; `--backends` compares the backends against the memory
-bandwidth floor and the speed targets (`bot.bench.backends`). Results: a table on stdout, JSON and a PNG in `--out`.
+bandwidth floor and the speed targets (`bot.bench.backends`). Results: a table on stdout, JSON and a PNG in
+`--out`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The offline demo model: a small DialoGPT-architecture model trained here on chitchat-dataset.
 
 Model weights cannot always be downloaded, and a newcomer must still be able to chat. The demo model is a
-GPT-2 (the DialoGPT architecture, a shorter context) with a byte-level BPE tokenizer, both trained from
+GPT-2 (the DialoGPT architecture, a shorter context) with a whole-word tokenizer, both trained from
 scratch on the training part of chitchat-dataset's conversations between people (`bot.models.corpus`). It
 is built on first use into the cache directory, seeded so every build is the same, and loaded afterwards like
 any local model directory.
@@ -9,8 +9,7 @@ any local model directory.
 The tokenizer is word-level: every token is a whole word (with its leading space) of the training text, so
 every word the model writes is one people wrote. A subword vocabulary lets a model this small invent words
 ("tripuss", "palofic") in about half its sampled replies. Rare words, outside the vocabulary, are read as
-`<unk>` in context, and turns holding one are never learned as replies: the model does not learn to write
-`<unk>`.
+`<unk>`, which is never a learned target: the model does not learn to write it.
 
 The recipe was chosen by measurement (docs/benchmarks.md, "The demo model"). A fixed step count rather than a
 time limit keeps every build the same on any machine.
@@ -43,8 +42,9 @@ logger = logging.getLogger(__name__)
 
 EOS = "<|endoftext|>"
 UNK = "<unk>"
-RECIPE_VERSION = 3
-"""3: word-level vocabulary; 2: chitchat-dataset, packed rows, a fixed step count; 1: chatterbot-corpus."""
+RECIPE_VERSION = 4
+"""4: replies of 3+ words, turns with unknown words learned too, 1200 steps; 3: word-level vocabulary;
+2: chitchat-dataset, packed rows, a fixed step count; 1: chatterbot-corpus."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,12 +63,18 @@ class DemoRecipe:
     """No dropout: training sees most text once, so there is nothing to overfit."""
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(
-            steps=720, batch_size=4, block_size=256, learning_rate=3e-3, warmup_fraction=0.05
+            steps=1200, batch_size=4, block_size=256, learning_rate=3e-3, warmup_fraction=0.05
         )
     )
     max_reply_words: int | None = 20
     """Learn only turns of at most this many words as replies (longer ones stay as context): a model this
     small writes a short reply well and loses the thread of a long one."""
+    min_reply_words: int = 3
+    """Learn only turns of at least this many words as replies: one- and two-word turns ("Yeah.", "lol")
+    are most of what a small model would otherwise repeat word for word from its training text."""
+    learn_unknown_word_turns: bool = True
+    """Learn turns holding a word outside the vocabulary too, every token but `<unk>` itself (the trainer
+    never learns that one): more text learned per step, at the cost of replies that skip a word."""
     conversation_limit: int | None = None
     """Train on only the first N training conversations (the tests' tiny model uses this for speed)."""
 
@@ -113,19 +119,26 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, kind: str = "bpe") ->
 
 
 def choose_learned_turns(
-    conversations: list[Conversation], tokenizer: PreTrainedTokenizerFast, max_words: int | None = None
+    conversations: list[Conversation],
+    tokenizer: PreTrainedTokenizerFast,
+    max_words: int | None = None,
+    unknown_words: bool = False,
+    min_words: int = 1,
 ) -> list[Conversation]:
-    """Turns with a word outside the vocabulary (`<unk>`), or longer than `max_words`, stay as context but
-    are not learned as replies."""
+    """Turns with a word outside the vocabulary (`<unk>`; unless `unknown_words`), shorter than `min_words`
+    or longer than `max_words`, stay as context but are not learned as replies."""
     unk = tokenizer.unk_token_id
-    if unk == tokenizer.eos_token_id:
+    if unk == tokenizer.eos_token_id or unknown_words:
         unk = None  # a BPE vocabulary has no unknown words
     out = []
     for conversation in conversations:
         encoded = tokenizer(list(conversation.turns))["input_ids"]
         learn = conversation.learn or (True,) * len(conversation.turns)
         flags = tuple(
-            flag and unk not in ids and (max_words is None or len(turn.split()) <= max_words)
+            flag
+            and unk not in ids
+            and min_words <= len(turn.split())
+            and (max_words is None or len(turn.split()) <= max_words)
             for flag, ids, turn in zip(learn, encoded, conversation.turns, strict=True)
         )
         out.append(replace(conversation, learn=flags))
@@ -162,7 +175,13 @@ def build_demo_model(out_dir: Path, recipe: DemoRecipe = DEMO_RECIPE, progress: 
     if recipe.conversation_limit is not None:
         conversations = conversations[: recipe.conversation_limit]
     tokenizer = train_tokenizer(training_turns(conversations), recipe.vocab_size, recipe.tokenizer)
-    conversations = choose_learned_turns(conversations, tokenizer, recipe.max_reply_words)
+    conversations = choose_learned_turns(
+        conversations,
+        tokenizer,
+        recipe.max_reply_words,
+        recipe.learn_unknown_word_turns,
+        recipe.min_reply_words,
+    )
     model = new_model(recipe, tokenizer)
     result = train_causal_lm(model, tokenizer, conversations, recipe.train, progress=progress)
     model.save_pretrained(out_dir)

@@ -68,8 +68,11 @@ class TrainResult:
 def encode_conversations(
     tokenizer: PreTrainedTokenizerBase, conversations: Sequence[Conversation]
 ) -> list[tuple[list[int], list[bool]]]:
-    """Each conversation as token ids `turn<eos>turn<eos>...` and, per token, whether it is learned."""
+    """Each conversation as token ids `turn<eos>turn<eos>...` and, per token, whether it is learned (a token
+    of a learned turn, except the unknown-word token)."""
     eos = int(tokenizer.eos_token_id)
+    unk = tokenizer.unk_token_id
+    unk = None if unk == eos else unk  # GPT-2's BPE names EOS as its unknown token; it has no unknown words
     texts = [turn for c in conversations for turn in c.turns]
     # One batched call: the fast tokenizer encodes a whole data set in seconds this way.
     encoded = (
@@ -85,7 +88,7 @@ def encode_conversations(
             position += 1
             flag = conversation.learn[index] if conversation.learn is not None else True
             ids += turn
-            learn += [flag] * len(turn)
+            learn += [flag and token != unk for token in turn]  # never learn to write <unk>
         out.append((ids, learn))
     return out
 
@@ -192,12 +195,7 @@ def _train(model, tokenizer, conversations, config, progress, deadline, on_epoch
                     cursor = 0
                 batch = order[cursor : cursor + config.batch_size]
                 cursor += config.batch_size
-                logits = model(input_ids=inputs[batch]).logits
-                loss = F.cross_entropy(
-                    logits.reshape(-1, logits.shape[-1]).float(),
-                    targets[batch].reshape(-1),
-                    ignore_index=IGNORE_INDEX,
-                )
+                loss = _learned_loss(model, inputs[batch], targets[batch])
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
@@ -223,6 +221,22 @@ def _train(model, tokenizer, conversations, config, progress, deadline, on_epoch
         result.seconds = time.monotonic() - started
         result.recent_loss = sum(recent) / len(recent) if recent else 0.0
     return result
+
+
+def _learned_loss(model, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the learned positions. The output layer runs only where a target is learned:
+    with a large vocabulary it is much of a small model's work, and context turns need none of it."""
+    body, head = model.base_model, model.get_output_embeddings()
+    if body is model or head is None:  # no separate output layer to skip
+        logits = model(input_ids=inputs).logits
+        return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX)
+    everything = torch.ones_like(inputs)  # packed rows: nothing is padding
+    hidden = body(input_ids=inputs, attention_mask=everything).last_hidden_state
+    learned = targets != IGNORE_INDEX
+    if not learned.any():
+        return hidden.sum() * 0.0
+    logits = head(hidden[learned])
+    return F.cross_entropy(logits.float(), targets[learned])
 
 
 def _context(model) -> int:

@@ -1,12 +1,13 @@
 """How well, and how fast, the safety filter's classifiers do on the project's labelled replies.
 
-    python -m bot.safety.measure [--classifier profanity_check|detoxify] [--data FILE] [--thresholds 0.5,0.8]
+    python -m bot.safety.measure [--classifier profanity_check|detoxify] [--thresholds 0.5,0.8] [--model demo]
 
 Prints, per classifier and threshold, the precision and recall on the labelled set (tests/data/
 safety_labelled.tsv: offensive and ordinary short chat replies, tricky benign ones included), the
 false-positive rate on its ordinary small talk, on its tricky benign lines, and on ordinary replies of the
 kind the demo model learns (people's replies in the chitchat-dataset conversations held out of its
-training), then the time one check adds to a reply. The figures in docs/reliability.md come from this command.
+training), with `--model` on that model's own replies too, then the time one check adds to a reply. The
+figures in docs/reliability.md come from this command.
 """
 
 from __future__ import annotations
@@ -58,6 +59,28 @@ def demo_replies(limit: int = DEMO_REPLIES) -> list[str]:
             if len(seen) >= limit:
                 return list(seen)
     return list(seen)
+
+
+def model_replies(model: str, limit: int = DEMO_REPLIES, seed: int = 0) -> list[str]:
+    """What a model itself says: its replies, sampled with the bot's default settings (seeded), to contexts
+    drawn from the held-out chitchat-dataset conversations, `limit` of them."""
+    import asyncio
+
+    from bot.bench.quality import generate_replies, reply_contexts
+    from bot.config import parse_config
+    from bot.generation.backends import load_backend
+    from bot.models.corpus import load_chitchat, split_conversations
+
+    config = parse_config({"model": {"name": model}})
+    conversations = split_conversations(load_chitchat(), "heldout")
+    per_conversation = -(-limit // len(conversations))
+    contexts = reply_contexts(conversations, per_conversation, seed, config.history.max_turns)[:limit]
+    generator = load_backend(config)
+    try:
+        replies, _ = generate_replies(generator, contexts, seed, config.safety.fallback_reply)
+    finally:
+        asyncio.run(generator.close())
+    return replies
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +207,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--detoxify-checkpoint", default="")
     parser.add_argument("--detoxify-config-dir", default="")
+    parser.add_argument(
+        "--model",
+        help="also score a model's own replies ('demo', a directory or a hub id) to held-out conversations",
+    )
+    parser.add_argument("--model-replies", type=int, default=DEMO_REPLIES, help="how many (with --model)")
     args = parser.parse_args(argv)
 
     if args.detoxify_cost:
@@ -229,6 +257,14 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r.threshold:.2f} | {r.precision:.1%} | {r.recall:.1%} | {r.fpr_small_talk:.1%} | "
             f"{r.fpr_tricky:.1%} | {r.fpr_demo:.1%} ({r.flagged_demo}/{len(demo)}) |"
         )
+    if args.model:
+        said = model_replies(args.model, args.model_replies)
+        said_scores = score_all(classifier, said, normalize)
+        print(f"\nthe model's own replies ({args.model}, {len(said)} replies, the bot's default sampling):")
+        for threshold in (float(t) for t in args.thresholds.split(",")):
+            stopped = [r for r, s in zip(said, said_scores, strict=True) if s >= threshold]
+            shown = "; ".join(repr(r) for r in stopped[:5])
+            print(f"  {threshold:.2f}: {len(stopped) / len(said):.1%} stopped ({len(stopped)}) {shown}")
     kinds = sorted({e.kind for e in examples if e.offensive})
     print("\nrecall by kind at each threshold:")
     for threshold in (float(t) for t in args.thresholds.split(",")):

@@ -78,6 +78,12 @@ def test_the_word_tokenizer_keeps_whole_words_and_never_teaches_unknown_ones():
     assert tokenizer.unk_token_id in ids and not any(
         flag for token, flag in zip(ids, learn, strict=True) if token == tokenizer.unk_token_id
     )
+    # Learning turns with an unknown word too: every token of them but `<unk>` itself.
+    (every,) = choose_learned_turns([conversation], tokenizer, max_words=4, unknown_words=True)
+    assert every.learn == (True, True, True, False)
+    ((ids, learn),) = encode_conversations(tokenizer, [every])
+    learned = [token for token, flag in zip(ids, learn, strict=True) if flag]
+    assert tokenizer.convert_tokens_to_ids("Ġam") in learned and tokenizer.unk_token_id not in learned
 
 
 @pytest.mark.slow
@@ -156,8 +162,4 @@ def test_the_demo_model_meets_its_quality_targets(tmp_path, demo_env):
     report = json.loads((tmp_path / "eval-demo.json").read_text())
     run = report["runs"]["int8"]
     assert report["data"]["contexts"] > 350
-    missed = {key for key, met in run["targets"].items() if not met}
-    assert missed <= {"verbatim_copy"}, (run["targets"], run["metrics"])
-    if missed:  # recorded in docs/benchmarks.md: the one target recipe 3 misses, by 1 to 3 points
-        assert run["metrics"]["verbatim_copy"] <= 0.13, run["metrics"]
-        pytest.xfail(f"verbatim copies {run['metrics']['verbatim_copy']:.1%} > 10% (docs/benchmarks.md)")
+    assert all(run["targets"].values()), (run["targets"], run["metrics"])

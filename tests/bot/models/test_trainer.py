@@ -12,6 +12,7 @@ from bot.models.demo import DemoRecipe, new_model
 from bot.models.trainer import (
     IGNORE_INDEX,
     TrainConfig,
+    _learned_loss,
     encode_conversations,
     heldout_score,
     pack_rows,
@@ -83,3 +84,24 @@ def test_bits_per_byte_scores_every_token_once_and_windows_long_conversations(ti
     windowed = heldout_score(model, tokenizer, [conversation], context=8)
     assert windowed.tokens == whole.tokens  # each token scored once, with less history before it
     assert windowed.loss > whole.loss * 0.8
+
+
+def test_the_loss_over_learned_positions_is_the_full_cross_entropy(tiny_model_dir):
+    """The output layer runs only where a target is learned; the loss and gradients are the same."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    torch.manual_seed(0)
+    inputs = torch.randint(0, model.config.vocab_size, (2, 16))
+    targets = torch.randint(0, model.config.vocab_size, (2, 16))
+    targets[0, :9] = IGNORE_INDEX  # context, not learned
+    targets[1, 12:] = IGNORE_INDEX
+    fast = _learned_loss(model, inputs, targets)
+    fast.backward()
+    fast_grad = model.transformer.wte.weight.grad.clone()
+    model.zero_grad()
+    logits = model(input_ids=inputs).logits
+    full = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX)
+    full.backward()
+    assert torch.allclose(fast, full, atol=1e-6)
+    assert torch.allclose(fast_grad, model.transformer.wte.weight.grad, atol=1e-6)
+    nothing = torch.full_like(targets, IGNORE_INDEX)
+    assert _learned_loss(model, inputs, nothing).item() == 0.0  # a row with nothing learned adds nothing

@@ -11,7 +11,7 @@ import pytest
 from bot.config import SafetyConfig
 from bot.safety.blocklist import Blocklist
 from bot.safety.filter import SafetyFilter
-from bot.safety.measure import demo_replies, load_labelled, rates, score_all
+from bot.safety.measure import demo_replies, load_labelled, model_replies, rates, score_all
 
 THRESHOLD = SafetyConfig().threshold
 
@@ -81,3 +81,10 @@ def test_the_labelled_set_is_what_the_docs_say():
     offensive = [e for e in examples if e.offensive]
     assert len(examples) >= 400 and len(offensive) >= 150
     assert {e.kind for e in examples if not e.offensive} == {"smalltalk", "tricky"}
+
+
+def test_a_models_own_replies_can_be_measured(tiny_model_dir, profanity_check):
+    """`--model`: the replies a model itself samples to held-out contexts, as the bot would send them."""
+    said = model_replies(str(tiny_model_dir), limit=6)
+    assert len(said) == 6 and all(reply.strip() for reply in said)
+    assert len(score_all(profanity_check, said)) == 6

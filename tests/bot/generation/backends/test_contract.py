@@ -133,7 +133,9 @@ async def test_repetition_settings_reach_the_runtime(make_generator, reference):
         # vLLM has no n-gram blocking; the penalty is passed on (test_openai.py checks the request body).
         assert replies != [await plain.generate(turns) for turns in looping]
     else:
-        assert all(_repeated_trigrams(tokens(reply)) == 0 for reply in replies)
+        assert all(_repeated_trigrams(tokens(reply)) == 0 for reply in replies), [
+            (r, tokens(r)) for r in replies
+        ]
 
 
 async def test_a_reply_nobody_waits_for_stops_at_the_next_token(make_generator):
