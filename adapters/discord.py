@@ -115,7 +115,7 @@ class DiscordBot(discord.AutoShardedClient):
         self._forbidden_until: dict[int, float] = {}
         self._answering: set[asyncio.Task] = set()
         self._arrivals = KeyedLock()
-        self._catch_up_from: dict[int, tuple[int | None, int]] | None = None
+        self._received_before_start: list[IncomingMessage] | None = None
         self._caught_up: set[int] = set()  # channels read back (or being read) in this session
         self._catch_up_floor = 0  # this session reads back messages newer than this id in any active channel
         for command in (c for c in COMMANDS if not c.takes_words):  # the others are typed after a mention
@@ -154,7 +154,7 @@ class DiscordBot(discord.AutoShardedClient):
         new message arrives, so they come first in their channels), log the invite URL and sync the slash
         commands."""
         await self.engine.recover("discord", self.sender_for)
-        self._catch_up_from = await self._last_taken_on()
+        self._received_before_start = await self.engine.recently_received("discord")
         invite = discord.utils.oauth_url(
             self.application_id, permissions=INVITE_PERMISSIONS, scopes=INVITE_SCOPES
         )
@@ -203,9 +203,10 @@ class DiscordBot(discord.AutoShardedClient):
     async def on_connect(self) -> None:
         """A new gateway session (READY; a resumed one gets its missed events from Discord): read back what
         arrived while the bot was away. The inbox refuses what it has already."""
-        points, self._catch_up_from = self._catch_up_from, None
-        if points is None:
-            points = await self._last_taken_on()
+        received, self._received_before_start = self._received_before_start, None
+        if received is None:  # a later session: what was taken on until now
+            received = await self.engine.recently_received("discord")
+        points = _last_taken_on(received)
         self._caught_up = set()
         # Any channel with a message newer than the oldest one taken on recently may hold a missed one
         # (snowflakes grow with time); with none taken on, anything within the recovery age.
@@ -220,8 +221,7 @@ class DiscordBot(discord.AutoShardedClient):
             self._read_back(channel_id, guild_id, after)
         # Discord lists no DM channels to a bot; the people it talked with recently may have written to it
         # directly while it was away (their DM channel is opened, or found, by id: no message is sent).
-        people = await self._recent_authors()
-        for author in people[:CATCH_UP_CHANNELS]:
+        for author in _recent_authors(received)[:CATCH_UP_CHANNELS]:
             try:  # the raw channel: it carries `last_message_id`, which discord.py's DMChannel drops
                 dm = await self.http.start_private_message(author)
             except discord.HTTPException as exc:
@@ -230,14 +230,6 @@ class DiscordBot(discord.AutoShardedClient):
             newest = int(dm.get("last_message_id") or 0)
             if int(dm["id"]) not in self._caught_up and newest > self._catch_up_floor:
                 self._read_back(int(dm["id"]), None, self._catch_up_floor)
-
-    async def _recent_authors(self) -> list[int]:
-        """The people the bot took a message from recently, most recent first."""
-        authors: dict[int, None] = {}
-        for message in reversed(await self.engine.recently_received("discord")):
-            if message.author_id.isdigit():
-                authors.setdefault(int(message.author_id))
-        return list(authors)
 
     async def on_guild_available(self, guild: discord.Guild) -> None:
         """A server of this session, with its channels: read back the active ones the inbox did not name (a
@@ -257,17 +249,6 @@ class DiscordBot(discord.AutoShardedClient):
         task = asyncio.create_task(self._catch_up(channel_id, guild_id, after, place))
         self._answering.add(task)
         task.add_done_callback(self._answering.discard)
-
-    async def _last_taken_on(self) -> dict[int, tuple[int | None, int]]:
-        """For each channel the bot took a message on recently: its server and the newest such message."""
-        points: dict[int, tuple[int | None, int]] = {}
-        for message in await self.engine.recently_received("discord"):
-            channel, guild = message.route.get("channel", ""), message.route.get("guild", "")
-            if not (channel.isdigit() and (message.message_id or "").isdigit()):
-                continue  # a slash command: nothing to read back
-            _, newest = points.get(int(channel), (None, 0))
-            points[int(channel)] = (int(guild) if guild else None, max(newest, int(message.message_id)))
-        return points
 
     async def _catch_up(self, channel_id: int, guild_id: int | None, after: int, place: Reservation) -> None:
         """Take on the messages in the channel after `after` that never reached the inbox, in order."""
@@ -548,3 +529,24 @@ def create(engine: ChatEngine, config: Config) -> DiscordAdapter:
 async def serve(engine: ChatEngine, config: Config) -> None:
     """Run the Discord bot until its connection ends or the task is cancelled."""
     await DiscordAdapter(engine, config).run()
+
+
+def _last_taken_on(received: list[IncomingMessage]) -> dict[int, tuple[int | None, int]]:
+    """For each channel the bot took a message on recently: its server and the newest such message."""
+    points: dict[int, tuple[int | None, int]] = {}
+    for message in received:
+        channel, guild = message.route.get("channel", ""), message.route.get("guild", "")
+        if not (channel.isdigit() and (message.message_id or "").isdigit()):
+            continue  # a slash command: nothing to read back
+        _, newest = points.get(int(channel), (None, 0))
+        points[int(channel)] = (int(guild) if guild else None, max(newest, int(message.message_id)))
+    return points
+
+
+def _recent_authors(received: list[IncomingMessage]) -> list[int]:
+    """The people the bot took a message from recently, most recent first."""
+    authors: dict[int, None] = {}
+    for message in reversed(received):
+        if message.author_id.isdigit():
+            authors.setdefault(int(message.author_id))
+    return list(authors)
