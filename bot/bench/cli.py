@@ -23,6 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bot.bench.backends import DEFAULT_CASES as DEFAULT_BACKEND_CASES
 from bot.errors import DialobotError
 
 logger = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backends",
         nargs="?",
-        const="torch:none,torch:int8,ctranslate2:int8,openvino:int8",
+        const=DEFAULT_BACKEND_CASES,
         metavar="CASES",
         help="instead, compare backends on --shape, each in its own process, against the memory-bandwidth "
         "floor and the speed targets (default cases: torch FP32 and INT8, CTranslate2, OpenVINO)",

@@ -21,6 +21,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -129,16 +130,14 @@ def choose_learned_turns(
     or longer than `max_words`, stay as context but are not learned as replies."""
     unk = tokenizer.unk_token_id
     if unk == tokenizer.eos_token_id or unknown_words:
-        unk = None  # a BPE vocabulary has no unknown words
+        unk = None  # a BPE vocabulary has no unknown words; or they are learned (the trainer skips `<unk>`)
+    longest = math.inf if max_words is None else max_words
     out = []
     for conversation in conversations:
         encoded = tokenizer(list(conversation.turns))["input_ids"]
         learn = conversation.learn or (True,) * len(conversation.turns)
         flags = tuple(
-            flag
-            and unk not in ids
-            and min_words <= len(turn.split())
-            and (max_words is None or len(turn.split()) <= max_words)
+            flag and unk not in ids and min_words <= len(turn.split()) <= longest
             for flag, ids, turn in zip(learn, encoded, conversation.turns, strict=True)
         )
         out.append(replace(conversation, learn=flags))
