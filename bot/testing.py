@@ -99,3 +99,17 @@ def make_engine(
     return ChatEngine(  # type: ignore[arg-type]
         store, generator, config, turn_rule=prompt_turns, reply_filter=reply_filter
     )
+
+
+async def empty_postgres(url: str) -> None:
+    """Drop everything in the PostgreSQL database at `url` (its `public` schema): the tests and the crash
+    test start each run on an empty database. Destructive: only for a database made for testing."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql("DROP SCHEMA IF EXISTS public CASCADE")
+            await conn.exec_driver_sql("CREATE SCHEMA public")
+    finally:
+        await engine.dispose()

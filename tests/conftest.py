@@ -8,7 +8,7 @@ import pytest
 
 from bot.config import Config, parse_config
 from bot.core.engine import ChatEngine
-from bot.testing import ScriptedGenerator, make_engine
+from bot.testing import ScriptedGenerator, empty_postgres, make_engine
 from storage import SqlHistoryStore, open_store
 
 FakeGenerator = ScriptedGenerator
@@ -45,18 +45,6 @@ def db_backend(request) -> str:
     return getattr(request, "param", "sqlite")
 
 
-async def _clean_postgres(url: str) -> None:
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    engine = create_async_engine(url)
-    try:
-        async with engine.begin() as conn:
-            await conn.exec_driver_sql("DROP SCHEMA IF EXISTS public CASCADE")
-            await conn.exec_driver_sql("CREATE SCHEMA public")
-    finally:
-        await engine.dispose()
-
-
 @pytest.fixture
 async def db_url(db_backend, tmp_path) -> str:
     """A database with nothing in it: a new SQLite file, or the PostgreSQL test database with a clean schema.
@@ -72,7 +60,7 @@ async def db_url(db_backend, tmp_path) -> str:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"PostgreSQL storage tests cannot run in CI: {reason}")
         pytest.skip(reason)
-    await _clean_postgres(url)
+    await empty_postgres(url)
     return url
 
 

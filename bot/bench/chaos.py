@@ -38,6 +38,7 @@ from typing import Any
 
 from bot.bench import fake_slack
 from bot.bench.fake_discord import FakeDiscord
+from bot.testing import empty_postgres
 
 logger = logging.getLogger(__name__)
 
@@ -515,7 +516,7 @@ level = "INFO"
         self.build()
         (self.workdir / "chaos.toml").write_text(self.config_text())
         if self.args.db_url:
-            await _empty_postgres(self.args.db_url)
+            await empty_postgres(self.args.db_url)
         try:
             await self.spawn()
             if not await self.wait_connected(within=120):
@@ -548,18 +549,6 @@ def _number_in(text: str, role: str) -> int | None:
 
 def _squash(text: str) -> str:
     return "".join(text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&").split())
-
-
-async def _empty_postgres(url: str) -> None:
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    engine = create_async_engine(url)
-    try:
-        async with engine.begin() as conn:
-            await conn.exec_driver_sql("DROP SCHEMA IF EXISTS public CASCADE")
-            await conn.exec_driver_sql("CREATE SCHEMA public")
-    finally:
-        await engine.dispose()
 
 
 def machine() -> str:

@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -98,10 +99,18 @@ def cache_key(local_dir: Path, identity: str, quantization: str, **runtime: obje
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def ensure_built(root: Path, key: str, build: Callable[[Path], None]) -> Path:
+def ensure_built(root: Path, key: str, build: Callable[[Path], None], doing: str, done: str) -> Path:
     """`root/key`, built by `build(out)` if it is not cached yet; older conversions of the same source and
-    quantization are pruned."""
-    target = build_once(root / key, build)
+    quantization are pruned. A build is logged, `doing` before and `done` with its time after: it can take
+    minutes, once per model."""
+
+    def timed(out: Path) -> None:
+        logger.info("%s (first use; cached in %s)", doing, root / key)
+        started = time.perf_counter()
+        build(out)
+        logger.info("%s in %.1fs", done, time.perf_counter() - started)
+
+    target = build_once(root / key, timed)
     prune_older_conversions(root, target)
     return target
 

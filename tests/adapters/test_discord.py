@@ -14,7 +14,7 @@ from dataclasses import replace
 import pytest
 
 from adapters.discord import MESSAGE_LIMIT, DiscordBot, serve
-from bot.bench.fake_discord import ADMINISTRATOR, MANAGE_GUILD, FakeDiscord, Request, point_discord_py_at
+from bot.bench.fake_discord import ADMINISTRATOR, MANAGE_GUILD, FakeDiscord, Request
 from bot.config import parse_config
 from bot.core.engine import EMPTY_MESSAGE_HINT, GENERATION_FAILED
 from bot.errors import ConfigError, DialobotError
@@ -88,12 +88,8 @@ async def stored(store, key: str, count: int) -> list:
 
 
 @pytest.fixture
-async def fake(monkeypatch):
-    fake = FakeDiscord()
-    await fake.start()
-    point_discord_py_at(fake, monkeypatch)
-    yield fake
-    await fake.close()
+def fake(discord_fake: FakeDiscord) -> FakeDiscord:
+    return discord_fake
 
 
 @pytest.fixture

@@ -12,11 +12,9 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-import pytest
-
 from adapters.discord import MESSAGE_LIMIT, DiscordBot
 from adapters.slack import SlackAdapter, make_client
-from bot.bench.fake_discord import FakeDiscord, point_discord_py_at
+from bot.bench.fake_discord import FakeDiscord
 from bot.bench.fake_slack import (
     APP_TOKEN,
     BOT_TOKEN,
@@ -45,15 +43,6 @@ async def until_async(predicate, within: float = 10.0) -> None:
 
 
 # ---- Discord ----
-
-
-@pytest.fixture
-async def discord_fake(monkeypatch) -> AsyncIterator[FakeDiscord]:
-    fake = FakeDiscord()
-    await fake.start()
-    point_discord_py_at(fake, monkeypatch)
-    yield fake
-    await fake.close()
 
 
 @contextlib.asynccontextmanager
@@ -219,14 +208,6 @@ async def test_a_split_reply_whose_second_part_fails_is_stored_as_delivered(disc
 
 
 # ---- Slack ----
-
-
-@pytest.fixture
-async def slack_fake() -> AsyncIterator[FakeSlack]:
-    server = FakeSlack()
-    await server.start()
-    yield server
-    await server.close()
 
 
 def slack_config(fake: FakeSlack, **keys) -> Config:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -132,14 +131,13 @@ def ensure_converted(local_dir: Path, identity: str, quantization: str, root: Pa
     root = root or cache_dir() / "ctranslate2"
     key = cache_key(local_dir, identity, quantization)
     label = "int8" if quantization == "int8" else "float32"
-
-    def convert(out: Path) -> None:
-        logger.info("converting %s to CTranslate2 %s (first use; cached in %s)", local_dir, label, root / key)
-        started = time.perf_counter()
-        convert_model(local_dir, out, quantization)
-        logger.info("converted %s in %.1fs", local_dir, time.perf_counter() - started)
-
-    return converted.ensure_built(root, key, convert)
+    return converted.ensure_built(
+        root,
+        key,
+        lambda out: convert_model(local_dir, out, quantization),
+        doing=f"converting {local_dir} to CTranslate2 {label}",
+        done=f"converted {local_dir}",
+    )
 
 
 def convert_model(local_dir: Path, out: Path, quantization: str) -> None:

@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import threading
-import time
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -283,14 +282,13 @@ def ensure_exported(local_dir: Path, identity: str, quantization: str, root: Pat
     version = ov.get_version().split("-")[0]
     key = converted.cache_key(local_dir, identity, quantization, format=FORMAT_VERSION, openvino=version)
     label = "INT8" if quantization == "int8" else "FP32"
-
-    def build(out: Path) -> None:
-        logger.info("exporting %s to OpenVINO %s (first use; cached in %s)", local_dir, label, root / key)
-        started = time.perf_counter()
-        export_model(local_dir, out, quantization)
-        logger.info("exported %s in %.1fs", local_dir, time.perf_counter() - started)
-
-    return converted.ensure_built(root, key, build)
+    return converted.ensure_built(
+        root,
+        key,
+        lambda out: export_model(local_dir, out, quantization),
+        doing=f"exporting {local_dir} to OpenVINO {label}",
+        done=f"exported {local_dir}",
+    )
 
 
 def export_model(local_dir: Path, out: Path, quantization: str) -> None:

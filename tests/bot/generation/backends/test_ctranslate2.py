@@ -72,7 +72,7 @@ def conversions(monkeypatch):
 
 
 def test_first_use_converts_and_later_loads_reuse_the_cache(tiny_model_dir, cache, conversions, caplog):
-    caplog.set_level("INFO", logger="bot.generation.backends.ctranslate2")
+    caplog.set_level("INFO", logger="bot.models.converted")  # which logs each conversion
     first = load(ct2_config(tiny_model_dir))
     second = load(ct2_config(tiny_model_dir))
     assert conversions == [(tiny_model_dir.resolve(), "int8")]

@@ -115,7 +115,7 @@ async def submitted_together(generator):
 
 
 def test_first_use_exports_and_later_loads_reuse_the_cache(tiny_model_dir, cache, exports, caplog):
-    caplog.set_level("INFO", logger="bot.generation.backends.openvino")
+    caplog.set_level("INFO", logger="bot.models.converted")  # which logs each export
     first = load_openvino(ov_config(tiny_model_dir))
     second = load_openvino(ov_config(tiny_model_dir))
     assert exports == [(tiny_model_dir.resolve(), "int8")]
