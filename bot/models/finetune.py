@@ -104,14 +104,12 @@ def _save(model, tokenizer, out: Path, meta: dict) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     import torch
-    from transformers.utils import logging as hf_logging
 
-    from bot.models.loader import _load_pretrained, require_eos, resolve_source
+    from bot.models.loader import _load_pretrained, quiet_transformers, require_eos, resolve_source
     from bot.models.prequantized import is_prequantized
     from bot.models.trainer import TrainConfig, heldout_score, train_causal_lm
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    quiet_transformers()
     out = Path(args.out).expanduser()
     _prepare_out(out, args.force)
     if args.epochs <= 0:

@@ -99,11 +99,19 @@ def require_eos(tokenizer: PreTrainedTokenizerBase, name: str) -> None:
         raise ModelLoadError(f"model {name!r}: its tokenizer has no EOS token, which DialoGPT prompts need")
 
 
+def quiet_transformers() -> None:
+    """transformers logs errors only, without progress bars, and through the bot's log handler: its own
+    handler would print them unformatted (not JSON) and without the secrets blotted out."""
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    hf_logging.disable_default_handler()
+    hf_logging.enable_propagation()
+
+
 def load_tokenizer(config: ModelConfig) -> tuple[PreTrainedTokenizerBase, int]:
     """The tokenizer and context of the configured model, without its weights: all that a client of a remote
     server running the model needs (the `openai` backend)."""
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    quiet_transformers()
     tokenizer, context = _load_pretrained(resolve_source(config.name), _tokenizer_and_context)
     require_eos(tokenizer, config.name)
     return tokenizer, context
@@ -114,8 +122,7 @@ def load_model(config: ModelConfig) -> LoadedModel:
 
     This is the `torch` backend, and the `ipex` one when `config.backend` says so.
     """
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    quiet_transformers()
     if config.threads:
         torch.set_num_threads(config.threads)
     source = resolve_source(config.name)

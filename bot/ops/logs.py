@@ -7,6 +7,7 @@ in the message, its arguments or a traceback: a token must never reach a log fil
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -74,6 +75,17 @@ class SecretRedactor(logging.Filter):
         return True
 
 
+def _through_our_handler(library: str) -> None:
+    """Drop the stderr handler `library` adds to its logger on import: its records reach the root handler
+    anyway, so each would be printed twice, the second time unformatted and unredacted. (transformers, which
+    stops its records at its own handler, is routed when a model loads: `quiet_transformers`.)"""
+    importlib.import_module(f"{library}.utils.logging")  # adds the handler, once; cheap, unlike the library
+    library_logger = logging.getLogger(library)
+    for stray in list(library_logger.handlers):
+        library_logger.removeHandler(stray)
+    library_logger.propagate = True
+
+
 def setup_logging(level: str, config: Config) -> None:
     """Log to stderr at `level` in the configured format, with the config's secrets redacted."""
     handler = logging.StreamHandler(sys.stderr)
@@ -86,5 +98,6 @@ def setup_logging(level: str, config: Config) -> None:
     handler.setFormatter(formatter)
     handler.addFilter(SecretRedactor(secret_values(config)))
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    _through_our_handler("huggingface_hub")
     # Alembic announces each of its plugins at INFO on every start: noise before any real line.
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)

@@ -19,7 +19,6 @@ from pathlib import Path
 import ctranslate2
 from ctranslate2.converters import TransformersConverter
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
-from transformers.utils import logging as hf_logging
 
 from bot.config import Config, GenerationConfig, cache_dir
 from bot.core.generator import ModelInfo, ProjectionCounts
@@ -27,7 +26,7 @@ from bot.errors import ModelLoadError
 from bot.generation.local import LocalGenerator
 from bot.models import converted
 from bot.models.converted import MARKER, local_snapshot, reason, write_marker
-from bot.models.loader import model_context, require_eos, resolve_source
+from bot.models.loader import model_context, quiet_transformers, require_eos, resolve_source
 from bot.models.quantize import count_projections
 
 logger = logging.getLogger(__name__)
@@ -89,8 +88,7 @@ def sampling_options(s: GenerationConfig) -> dict:
 
 def load_ctranslate2(config: Config, stop_at_eos: bool = True) -> CTranslate2Generator:
     """Convert the configured model if it is not cached yet (slow, once), then load the converted one."""
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    quiet_transformers()
     quantization = config.model.quantization
     source = resolve_source(config.model.name)
     local_dir, identity = local_snapshot(source, "ctranslate2")

@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
-from transformers.utils import logging as hf_logging
 
 from bot.config import Config, GenerationConfig, cache_dir
 from bot.core.generator import ModelInfo, ProjectionCounts
@@ -42,7 +41,7 @@ from bot.errors import ModelLoadError
 from bot.generation.local import LocalGenerator
 from bot.models import converted
 from bot.models.converted import MARKER, local_snapshot, reason, write_marker
-from bot.models.loader import model_context, require_eos, resolve_source
+from bot.models.loader import model_context, quiet_transformers, require_eos, resolve_source
 
 
 def _decline_telemetry() -> None:
@@ -224,8 +223,7 @@ def generation_config(s: GenerationConfig, eos_id: int, stop_at_eos: bool) -> ov
 
 def load_openvino(config: Config, stop_at_eos: bool = True) -> OpenVINOGenerator:
     """Export the configured model if it is not cached yet (slow, once), then load the exported one."""
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    quiet_transformers()
     quantization = config.model.quantization
     source = resolve_source(config.model.name)
     local_dir, identity = local_snapshot(source, "openvino")

@@ -114,3 +114,33 @@ def test_a_database_url_without_a_password_stays_readable_in_logs(monkeypatch):
     monkeypatch.setenv("DIALOBOT_DATABASE_URL", "sqlite+aiosqlite:////data/dialobot.db")
     config = parse_config({"storage": {"url_env": "DIALOBOT_DATABASE_URL"}})
     assert not any("dialobot.db" in value for value in secret_values(config))
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_library_logs_are_printed_once_in_our_format_with_secrets_blotted_out(
+    log_format, secrets_env, restore_logging, capfd
+):
+    """huggingface_hub (the hub's retries) and transformers print through handlers of their own on import;
+    their records must come out once, through dialobot's handler: formatted, and redacted."""
+    import huggingface_hub  # noqa: F401  # both install their own handlers on import
+    import transformers  # noqa: F401
+
+    from bot.models.loader import quiet_transformers
+
+    setup_logging("WARNING", parse_config({"logging": {"format": log_format}}))
+    quiet_transformers()  # as every model load does
+    logging.getLogger("huggingface_hub.utils._http").warning("retrying GET with token %s", DISCORD_TOKEN)
+    logging.getLogger("transformers.modeling_utils").error("could not load with token %s", BOT_TOKEN)
+    logging.getLogger("transformers.modeling_utils").warning("below transformers' level: not printed")
+    printed = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert len(printed) == 2, printed
+    assert not any(DISCORD_TOKEN in line or BOT_TOKEN in line for line in printed)
+    if log_format == "json":
+        records = [json.loads(line) for line in printed]
+        assert [(r["logger"], r["message"]) for r in records] == [
+            ("huggingface_hub.utils._http", "retrying GET with token ***"),
+            ("transformers.modeling_utils", "could not load with token ***"),
+        ]
+    else:
+        assert "WARNING huggingface_hub.utils._http: retrying GET with token ***" in printed[0]
+        assert "ERROR transformers.modeling_utils: could not load with token ***" in printed[1]
