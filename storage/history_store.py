@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import json
 import logging
 import os
 import socket
@@ -213,6 +214,7 @@ class SqlHistoryStore:
         async with self._sessions.begin() as session:
             result = await session.execute(delete(MessageRow).where(MessageRow.channel_key == channel_key))
             deleted = _rowcount(result)
+            await _scrub_inbox(session, InboxRow.channel_key == channel_key)
             _add_audit(session, audit, f"{deleted} turns deleted")
         return deleted
 
@@ -250,6 +252,10 @@ class SqlHistoryStore:
             for start in range(0, len(ids), DELETE_CHUNK):
                 chunk = ids[start : start + DELETE_CHUNK]
                 await session.execute(delete(MessageRow).where(MessageRow.id.in_(chunk)))
+            in_scope = or_(
+                InboxRow.channel_key == scope, InboxRow.channel_key.startswith(f"{scope}:", autoescape=True)
+            )
+            await _scrub_inbox(session, (InboxRow.author_id == author_id) & in_scope)
             _add_audit(session, audit, f"{len(ids)} turns deleted")
         return len(ids)
 
@@ -258,6 +264,13 @@ class SqlHistoryStore:
         async with self._sessions.begin() as session:
             result = await session.execute(delete(MessageRow).where(MessageRow.created_at < cutoff))
             deleted = _rowcount(result)
+            # The inbox rows of that age too, once answered (or given up): a row is kept only so that a
+            # message delivered again is refused, which happens within minutes.
+            await session.execute(
+                delete(InboxRow).where(
+                    InboxRow.received_at < cutoff, InboxRow.state != InboxState.RECEIVED.value
+                )
+            )
             if deleted:
                 _add_audit(session, audit, f"{deleted} turns deleted")
         return deleted
@@ -296,6 +309,28 @@ class SqlHistoryStore:
 
     async def close(self) -> None:
         await self._engine.dispose()
+
+
+PERSONAL_FIELDS = {"text": "", "author_name": None}
+"""What an inbox row's message says of a person (what they wrote, their name), and what is left in its place
+when their history is deleted. The rest (ids, where to answer) is what refuses a message delivered again."""
+
+
+async def _scrub_inbox(session: AsyncSession, where: Any) -> None:
+    """Blank what people wrote in the inbox rows `where` selects, once answered (or given up): deleting a
+    person's history must not leave their words in the inbox. The rows stay, so that a redelivered message
+    is still refused; one not answered yet keeps its text, which it is still to be answered from."""
+    query = select(InboxRow.id, InboxRow.message).where(where, InboxRow.state != InboxState.RECEIVED.value)
+    for row_id, message in (await session.execute(query)).all():
+        try:
+            data = json.loads(message)
+        except ValueError:
+            data = {}
+        if not isinstance(data, dict) or any(data.get(k, v) != v for k, v in PERSONAL_FIELDS.items()):
+            scrubbed = {**data, **PERSONAL_FIELDS} if isinstance(data, dict) else dict(PERSONAL_FIELDS)
+            await session.execute(
+                update(InboxRow).where(InboxRow.id == row_id).values(message=json.dumps(scrubbed))
+            )
 
 
 def _entry(row: InboxRow) -> InboxEntry:

@@ -85,7 +85,8 @@ class HistoryStore(Protocol):
         """Store `turns` in one transaction: all of them or none."""
 
     async def reset_channel(self, channel_key: str, audit: AuditRecord | None = None) -> int:
-        """Delete the channel's history (and record `audit`); return how many turns were deleted."""
+        """Delete the channel's history (and record `audit`); return how many turns were deleted. What people
+        wrote is blanked in the channel's answered inbox rows too."""
 
     async def delete_user_turns(
         self, platform: str, author_id: str, audit: AuditRecord | None = None, within: str | None = None
@@ -93,10 +94,12 @@ class HistoryStore(Protocol):
         """Delete a user's turns in every `platform` conversation, and the bot's replies to them.
 
         `within`, a conversation-key prefix (`discord:<guild>`), limits it to the conversations under that
-        prefix, whole `:`-separated parts only; None means the whole platform."""
+        prefix, whole `:`-separated parts only; None means the whole platform. What the user wrote is blanked
+        in their answered inbox rows there too."""
 
     async def delete_turns_before(self, cutoff: datetime, audit: AuditRecord | None = None) -> int:
-        """Delete every turn stored before `cutoff`; `audit` is recorded only if something was deleted."""
+        """Delete every turn stored before `cutoff`, and the answered inbox rows received before it; `audit`
+        is recorded only if something was deleted."""
 
     async def record_audit(self, audit: AuditRecord) -> None:
         """Add one audit log entry on its own (an event that deletes nothing, such as a filtered reply)."""

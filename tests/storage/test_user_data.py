@@ -1,11 +1,13 @@
 """Deleting a user's data and old data, with the audit row written in the same transaction."""
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from storage import AuditRecord, NewTurn, Role
+from bot.core.message import IncomingMessage
+from storage import AuditRecord, InboxState, NewTurn, Role
 
 
 async def exchange(store, key, author, text):
@@ -122,3 +124,67 @@ async def test_a_scoped_delete_stays_inside_its_prefix_at_whole_key_parts(store)
     assert await store.delete_user_turns("discord", "alice", within="discord:1%") == 0  # no LIKE wildcards
     with pytest.raises(ValueError, match="not a discord conversation prefix"):
         await store.delete_user_turns("discord", "alice", within="slack:T")
+
+
+async def take_on(store, key: str, author: str, text: str, answered: bool = True) -> int:
+    """A message through the inbox as the engine takes it on: received, then answered (or not yet)."""
+    platform = key.split(":")[0]
+    message = IncomingMessage(platform=platform, channel_key=key, author_id=author, text=text)
+    message = replace(message, message_id=f"{key}:{text}", author_name=f"{author} the person")
+    inbox_id = await store.receive(platform, message.message_id, key, author, message.to_json())
+    if answered:
+        await store.finish(inbox_id, InboxState.ANSWERED, ["r1"])
+    return inbox_id
+
+
+async def inbox_texts(store) -> dict[str, tuple[str, str | None]]:
+    """Each inbox row's (text, author name), by platform message id."""
+    return {
+        e.platform_id: (m.text, m.author_name)
+        for e in await store.inbox_entries(1000)
+        for m in [IncomingMessage.from_json(e.message)]
+    }
+
+
+async def test_forget_me_blanks_the_users_words_in_the_inbox_and_keeps_refusing_their_repeats(store):
+    await take_on(store, "discord:1:a", "alice", "my secret")
+    await take_on(store, "discord:1:a", "bob", "bob's words")
+    await take_on(store, "discord:2:b", "alice", "not answered yet", answered=False)
+    await take_on(store, "slack:T:C", "alice", "another platform")
+    await store.delete_user_turns("discord", "alice")
+    assert await inbox_texts(store) == {
+        "discord:1:a:my secret": ("", None),
+        "discord:1:a:bob's words": ("bob's words", "bob the person"),
+        # Still to be answered after a restart, from its text.
+        "discord:2:b:not answered yet": ("not answered yet", "alice the person"),
+        "slack:T:C:another platform": ("another platform", "alice the person"),
+    }
+    # The row stays: the same message delivered again is still refused.
+    assert await store.receive("discord", "discord:1:a:my secret", "discord:1:a", "alice", "{}") is None
+    # A scoped purge blanks only inside its scope.
+    await take_on(store, "discord:3:c", "bob", "in server 3")
+    await store.delete_user_turns("discord", "bob", within="discord:3")
+    texts_now = await inbox_texts(store)
+    assert texts_now["discord:3:c:in server 3"] == ("", None)
+    assert texts_now["discord:1:a:bob's words"] == ("bob's words", "bob the person")
+
+
+async def test_reset_blanks_the_channels_answered_inbox_rows(store):
+    await take_on(store, "discord:1:a", "alice", "in a")
+    await take_on(store, "discord:1:a", "bob", "waiting in a", answered=False)
+    await take_on(store, "discord:1:b", "alice", "in b")
+    await store.reset_channel("discord:1:a")
+    assert await inbox_texts(store) == {
+        "discord:1:a:in a": ("", None),
+        "discord:1:a:waiting in a": ("waiting in a", "bob the person"),
+        "discord:1:b:in b": ("in b", "alice the person"),
+    }
+
+
+async def test_retention_deletes_answered_inbox_rows_of_that_age(store):
+    await take_on(store, "discord:1:a", "alice", "answered")
+    await take_on(store, "discord:1:a", "alice", "still waiting", answered=False)
+    await store.delete_turns_before(datetime.now(UTC) - timedelta(hours=1))
+    assert len(await store.inbox_entries()) == 2  # nothing that old
+    await store.delete_turns_before(datetime.now(UTC) + timedelta(seconds=1))
+    assert list(await inbox_texts(store)) == ["discord:1:a:still waiting"]
