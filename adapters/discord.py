@@ -118,6 +118,7 @@ class DiscordBot(discord.AutoShardedClient):
         self._received_before_start: list[IncomingMessage] | None = None
         self._caught_up: set[int] = set()  # channels read back (or being read) in this session
         self._catch_up_floor = 0  # this session reads back messages newer than this id in any active channel
+        self._taken_recently: set[int] = set()  # ids of the messages taken on since the floor, before now
         for command in (c for c in COMMANDS if not c.takes_words):  # the others are typed after a mention
             self.tree.add_command(
                 app_commands.Command(
@@ -206,19 +207,17 @@ class DiscordBot(discord.AutoShardedClient):
         received, self._received_before_start = self._received_before_start, None
         if received is None:  # a later session: what was taken on until now
             received = await self.engine.recently_received("discord")
-        points = _last_taken_on(received)
-        self._caught_up = set()
-        # Any channel with a message newer than the oldest one taken on recently may hold a missed one
-        # (snowflakes grow with time); with none taken on, anything within the recovery age.
+        # Every channel is read back over the whole recovery age, skipping what was taken on: a message taken
+        # on says nothing of the ones before it, nor of other channels, since an earlier session may have
+        # stopped (killed, say) before it had read them back.
         window = timedelta(seconds=self.engine.config.inbox.recover_max_age_seconds)
-        self._catch_up_floor = min(
-            (after for _, after in points.values()),
-            default=discord.utils.time_snowflake(discord.utils.utcnow() - window),
-        )
+        self._catch_up_floor = discord.utils.time_snowflake(discord.utils.utcnow() - window)
+        self._taken_recently = {int(m.message_id) for m in received if (m.message_id or "").isdigit()}
+        self._caught_up = set()
         # Each channel's place is taken now, before the connection's first event is handled: what was
         # missed is taken on first.
-        for channel_id, (guild_id, after) in points.items():
-            self._read_back(channel_id, guild_id, after)
+        for channel_id, guild_id in _channels_taken_on(received).items():
+            self._read_back(channel_id, guild_id)
         # Discord lists no DM channels to a bot; the people it talked with recently may have written to it
         # directly while it was away (their DM channel is opened, or found, by id: no message is sent).
         for author in _recent_authors(received)[:CATCH_UP_CHANNELS]:
@@ -229,7 +228,7 @@ class DiscordBot(discord.AutoShardedClient):
                 continue
             newest = int(dm.get("last_message_id") or 0)
             if int(dm["id"]) not in self._caught_up and newest > self._catch_up_floor:
-                self._read_back(int(dm["id"]), None, self._catch_up_floor)
+                self._read_back(int(dm["id"]), None)
 
     async def on_guild_available(self, guild: discord.Guild) -> None:
         """A server of this session, with its channels: read back the active ones the inbox did not name (a
@@ -241,17 +240,18 @@ class DiscordBot(discord.AutoShardedClient):
             if c.id not in self._caught_up and (c.last_message_id or 0) > self._catch_up_floor
         ]
         for channel in active[:CATCH_UP_CHANNELS]:
-            self._read_back(channel.id, guild.id, self._catch_up_floor)
+            self._read_back(channel.id, guild.id)
 
-    def _read_back(self, channel_id: int, guild_id: int | None, after: int) -> None:
+    def _read_back(self, channel_id: int, guild_id: int | None) -> None:
         self._caught_up.add(channel_id)
         place = self._arrivals.reserve(str(channel_id))
-        task = asyncio.create_task(self._catch_up(channel_id, guild_id, after, place))
+        task = asyncio.create_task(self._catch_up(channel_id, guild_id, place))
         self._answering.add(task)
         task.add_done_callback(self._answering.discard)
 
-    async def _catch_up(self, channel_id: int, guild_id: int | None, after: int, place: Reservation) -> None:
-        """Take on the messages in the channel after `after` that never reached the inbox, in order."""
+    async def _catch_up(self, channel_id: int, guild_id: int | None, place: Reservation) -> None:
+        """Take on the channel's messages since the floor that never reached the inbox, in order: the newest
+        `CATCH_UP_LIMIT` of them (one request), should people have written more while the bot was away."""
         answers: list[tuple[asyncio.Task, AsyncExitStack]] = []
         with self.engine.tracking():
             async with place:
@@ -262,9 +262,13 @@ class DiscordBot(discord.AutoShardedClient):
                     missed = [
                         m
                         async for m in channel.history(
-                            after=discord.Object(after), limit=CATCH_UP_LIMIT, oldest_first=True
+                            after=discord.Object(self._catch_up_floor),
+                            limit=CATCH_UP_LIMIT,
+                            oldest_first=False,
                         )
+                        if m.id not in self._taken_recently
                     ]
+                    missed.reverse()
                 except discord.HTTPException as exc:
                     logger.warning(
                         "could not read channel %s for messages missed while away: %s", channel_id, exc
@@ -531,16 +535,14 @@ async def serve(engine: ChatEngine, config: Config) -> None:
     await DiscordAdapter(engine, config).run()
 
 
-def _last_taken_on(received: list[IncomingMessage]) -> dict[int, tuple[int | None, int]]:
-    """For each channel the bot took a message on recently: its server and the newest such message."""
-    points: dict[int, tuple[int | None, int]] = {}
+def _channels_taken_on(received: list[IncomingMessage]) -> dict[int, int | None]:
+    """The channels the bot took a message on recently, each with its server (None: a DM)."""
+    channels: dict[int, int | None] = {}
     for message in received:
         channel, guild = message.route.get("channel", ""), message.route.get("guild", "")
-        if not (channel.isdigit() and (message.message_id or "").isdigit()):
-            continue  # a slash command: nothing to read back
-        _, newest = points.get(int(channel), (None, 0))
-        points[int(channel)] = (int(guild) if guild else None, max(newest, int(message.message_id)))
-    return points
+        if channel.isdigit() and (message.message_id or "").isdigit():  # not a slash command
+            channels[int(channel)] = int(guild) if guild else None
+    return channels
 
 
 def _recent_authors(received: list[IncomingMessage]) -> list[int]:

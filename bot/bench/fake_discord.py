@@ -11,10 +11,10 @@ Discord does. A test harness (the adapter tests and the crash test, `bot.bench.c
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import random
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,11 +41,18 @@ EVERYONE_PERMISSIONS = VIEW_CHANNEL | SEND_MESSAGES | READ_MESSAGE_HISTORY | SEN
 DISPATCH, HEARTBEAT, IDENTIFY, RESUME, HELLO, HEARTBEAT_ACK = 0, 1, 2, 6, 10, 11
 DISALLOWED_INTENTS = 4014
 
-_snowflakes = itertools.count(1_200_000_000_000_000_000)  # 19 digits: discord.py parses mentions of 15-20
+DISCORD_EPOCH_MS = 1_420_070_400_000
+_last_snowflake = 0
 
 
 def snowflake() -> str:
-    return str(next(_snowflakes))
+    """A new id as Discord makes them: the milliseconds since Discord's epoch, shifted left 22 bits, so ids
+    grow with time and a bot can tell a message's age from its id; one more than the last in a busy
+    millisecond."""
+    global _last_snowflake
+    now = (int(time.time() * 1000) - DISCORD_EPOCH_MS) << 22
+    _last_snowflake = max(now, _last_snowflake + 1)
+    return str(_last_snowflake)
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -95,6 +102,7 @@ class FakeDiscord:
         self.commands: dict[str, list[dict]] = {}  # synced slash commands, by "global" or guild id
         self.refuse_intents = False  # close the gateway with 4014, as Discord does without the intent
         self.forbidden_channels: set[str] = set()  # POST .../messages there answers 403 Missing Permissions
+        self.unreadable_channels: set[str] = set()  # GET .../messages there answers 403 Missing Access
         self.last_bot_message: dict | None = None  # the payload of the last message the bot posted
         self.rate_limited_sends = 0  # answer this many message POSTs with 429 before accepting them
         self.failing_sends = 0  # answer this many message POSTs with `failing_status` (after any 429s)
@@ -425,6 +433,8 @@ class FakeDiscord:
                     return json_response(channel)
             return json_response(self.add_dm(self.user("someone", id=recipient)))
         if method == "GET" and (match := re.fullmatch(r"/channels/(\d+)/messages", path)):
+            if match.group(1) in self.unreadable_channels:  # no Read Message History there
+                return json_response({"message": "Missing Access", "code": 50001}, status=403)
             return json_response(self._history(match.group(1), req.query))
         if (
             method == "GET"

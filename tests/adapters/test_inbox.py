@@ -11,6 +11,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import discord
 
 from adapters.discord import MESSAGE_LIMIT, DiscordBot
 from adapters.slack import SlackAdapter, make_client
@@ -122,7 +125,9 @@ async def test_messages_posted_while_the_bot_was_away_are_answered_once_at_the_n
     dm = fake.add_dm(bob)
     at = f"<@{fake.bot_user['id']}>"
     config = discord_config()
-    fake.post(fake.message(idle, alice, "an old message, not for the bot"))
+    old = fake.message(idle, alice, "a message older than the recovery age, not for the bot")
+    old["id"] = str(discord.utils.time_snowflake(discord.utils.utcnow() - timedelta(hours=1)))
+    fake.post(old)
     async with discord_bot(make_engine(store, ScriptedGenerator(), config), config, fake):
         await fake.dispatch("MESSAGE_CREATE", fake.message(general, alice, f"{at} before"))
         await fake.dispatch("MESSAGE_CREATE", fake.message(dm, bob, "dm before"))
@@ -156,9 +161,40 @@ async def test_messages_posted_while_the_bot_was_away_are_answered_once_at_the_n
     ]
     assert [p["content"] for p in fake.sent(quiet)] == ["echo: first words in a new channel (1 turns seen)"]
     assert [p["content"] for p in fake.sent(alice_dm)] == ["echo: are you there? (1 turns seen)"]
-    # A channel with nothing new since the bot's recent messages is not read at all.
+    # A channel with nothing newer than the recovery age is not read at all.
     assert not fake.requests_to("GET", rf"/channels/{idle['id']}/messages")
     assert len(generator.calls) == 6  # each missed message once, and the live one
+
+
+async def test_a_message_missed_before_one_taken_on_later_is_still_read_back(discord_fake, store, caplog):
+    """A session that took a message on may have stopped before it read its channels back (killed during
+    start-up, or without the permission to read them): what it took on says nothing of the messages
+    before. The next start reads back the whole recovery age, skipping what was taken on."""
+    fake = discord_fake
+    general = fake.add_channel(fake.add_guild())
+    alice = fake.user("alice")
+    at = f"<@{fake.bot_user['id']}>"
+    config = discord_config()
+    async with discord_bot(make_engine(store, ScriptedGenerator(), config), config, fake):
+        await fake.dispatch("MESSAGE_CREATE", fake.message(general, alice, f"{at} first"))
+        await until_async(lambda: _inbox_done(store, 1))
+    missed = fake.message(general, alice, f"{at} posted while away")
+    fake.post(missed)
+    fake.unreadable_channels.add(general["id"])  # this session cannot read it back...
+    async with discord_bot(make_engine(store, ScriptedGenerator(), config), config, fake):
+        await fake.dispatch(
+            "MESSAGE_CREATE", fake.message(general, alice, f"{at} later")
+        )  # ...but answers this
+        await until_async(lambda: _inbox_done(store, 2))
+    assert "could not read channel" in caplog.text
+    fake.unreadable_channels.clear()
+    generator = ScriptedGenerator()
+    async with discord_bot(make_engine(store, generator, config), config, fake):
+        await until_async(lambda: _inbox_done(store, 3))
+    replies = fake.sent(general)
+    assert [p["content"] for p in replies][-1] == "echo: posted while away (5 turns seen)"
+    assert str(replies[-1]["message_reference"]["message_id"]) == missed["id"]
+    assert len(generator.calls) == 1  # "first" and "later" were taken on before: skipped, not answered again
 
 
 async def test_nothing_is_read_back_from_channels_older_than_the_recovery_age(discord_fake, store):
