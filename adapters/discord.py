@@ -259,21 +259,27 @@ class DiscordBot(discord.AutoShardedClient):
                     channel_id, guild_id=guild_id
                 )
                 try:
-                    missed = [
+                    recent = [
                         m
                         async for m in channel.history(
                             after=discord.Object(self._catch_up_floor),
                             limit=CATCH_UP_LIMIT,
                             oldest_first=False,
                         )
-                        if m.id not in self._taken_recently
                     ]
-                    missed.reverse()
                 except discord.HTTPException as exc:
                     logger.warning(
                         "could not read channel %s for messages missed while away: %s", channel_id, exc
                     )
                     return
+                if len(recent) == CATCH_UP_LIMIT:
+                    logger.warning(
+                        "channel %s: read back only its newest %d messages; older ones missed while away "
+                        "are not answered",
+                        channel_id,
+                        CATCH_UP_LIMIT,
+                    )
+                missed = [m for m in reversed(recent) if m.id not in self._taken_recently]
                 for message in missed:
                     typing = AsyncExitStack()
                     answer = await self._take_on(message, typing, held=True)

@@ -15,7 +15,7 @@ from datetime import timedelta
 
 import discord
 
-from adapters.discord import MESSAGE_LIMIT, DiscordBot
+from adapters.discord import CATCH_UP_LIMIT, MESSAGE_LIMIT, DiscordBot
 from adapters.slack import SlackAdapter, make_client
 from bot.bench.fake_discord import FakeDiscord
 from bot.bench.fake_slack import (
@@ -195,6 +195,24 @@ async def test_a_message_missed_before_one_taken_on_later_is_still_read_back(dis
     assert [p["content"] for p in replies][-1] == "echo: posted while away (5 turns seen)"
     assert str(replies[-1]["message_reference"]["message_id"]) == missed["id"]
     assert len(generator.calls) == 1  # "first" and "later" were taken on before: skipped, not answered again
+
+
+async def test_a_channel_busier_than_one_read_is_read_back_newest_first_and_says_so(
+    discord_fake, store, caplog
+):
+    fake = discord_fake
+    general = fake.add_channel(fake.add_guild())
+    alice = fake.user("alice")
+    at = f"<@{fake.bot_user['id']}>"
+    posted = [fake.message(general, alice, f"{at} m{n}") for n in range(CATCH_UP_LIMIT + 3)]
+    for message in posted:  # while the bot was away
+        fake.post(message)
+    config = discord_config()
+    async with discord_bot(make_engine(store, ScriptedGenerator(), config), config, fake):
+        await until_async(lambda: _inbox_done(store, CATCH_UP_LIMIT))
+    taken = [e.platform_id for e in reversed(await store.inbox_entries(1000))]
+    assert taken == [m["id"] for m in posted[3:]]  # the newest, taken on in order
+    assert f"read back only its newest {CATCH_UP_LIMIT} messages" in caplog.text
 
 
 async def test_nothing_is_read_back_from_channels_older_than_the_recovery_age(discord_fake, store):
