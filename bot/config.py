@@ -198,6 +198,20 @@ class InboxConfig(_Section):
     recover_max_age_seconds: Annotated[float, Field(ge=0)] = 300.0
     """At start-up, messages taken on but never answered (a crash, a cancelled shutdown) are answered if
     they arrived less than this long ago; older ones are marked expired and logged. 0: none are answered."""
+    keep_days: Annotated[float, Field(gt=0)] = 7.0
+    """Rows of messages answered (or given up) are deleted this long after they arrived, checked every
+    `access.retention_check_minutes`: they only serve to refuse a message delivered twice and to guide the
+    Discord read-back after a restart, both within minutes. Stored history is `access.retention_days`."""
+
+    @model_validator(mode="after")
+    def _kept_longer_than_recovered(self) -> InboxConfig:
+        if self.keep_days * 86400 <= self.recover_max_age_seconds:
+            raise ValueError(
+                f"inbox.keep_days ({self.keep_days:g} days) must be longer than "
+                f"inbox.recover_max_age_seconds ({self.recover_max_age_seconds:g} s): a message read back "
+                "after a restart must still find its row, or it is answered twice"
+            )
+        return self
 
 
 class OpenAIConfig(_Section):

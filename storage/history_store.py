@@ -259,6 +259,11 @@ class SqlHistoryStore:
             _add_audit(session, audit, f"{len(ids)} turns deleted")
         return len(ids)
 
+    async def delete_inbox_before(self, cutoff: datetime) -> int:
+        self._usable()
+        async with self._sessions.begin() as session:
+            return _rowcount(await session.execute(_finished_inbox_before(cutoff)))
+
     async def delete_turns_before(self, cutoff: datetime, audit: AuditRecord | None = None) -> int:
         self._usable()
         async with self._sessions.begin() as session:
@@ -266,11 +271,7 @@ class SqlHistoryStore:
             deleted = _rowcount(result)
             # The inbox rows of that age too, once answered (or given up): a row is kept only so that a
             # message delivered again is refused, which happens within minutes.
-            await session.execute(
-                delete(InboxRow).where(
-                    InboxRow.received_at < cutoff, InboxRow.state != InboxState.RECEIVED.value
-                )
-            )
+            await session.execute(_finished_inbox_before(cutoff))
             if deleted:
                 _add_audit(session, audit, f"{deleted} turns deleted")
         return deleted
@@ -309,6 +310,10 @@ class SqlHistoryStore:
 
     async def close(self) -> None:
         await self._engine.dispose()
+
+
+def _finished_inbox_before(cutoff: datetime) -> Any:
+    return delete(InboxRow).where(InboxRow.received_at < cutoff, InboxRow.state != InboxState.RECEIVED.value)
 
 
 PERSONAL_FIELDS = {"text": "", "author_name": None}

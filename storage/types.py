@@ -101,6 +101,10 @@ class HistoryStore(Protocol):
         """Delete every turn stored before `cutoff`, and the answered inbox rows received before it; `audit`
         is recorded only if something was deleted."""
 
+    async def delete_inbox_before(self, cutoff: datetime) -> int:
+        """Delete the inbox rows received before `cutoff` that are answered, failed or expired; return how
+        many."""
+
     async def record_audit(self, audit: AuditRecord) -> None:
         """Add one audit log entry on its own (an event that deletes nothing, such as a filtered reply)."""
 

@@ -30,11 +30,8 @@ from storage import HistoryStore, open_store
 
 def background_jobs(store: HistoryStore, config: Config) -> list[Coroutine[Any, Any, None]]:
     """What runs beside the adapters while the bot serves: the database probe behind /healthz, and the
-    retention schedule when one is set."""
-    jobs = [watch_storage(store, config.storage.check_seconds)]
-    if config.access.retention_days:
-        jobs.append(run_retention(store, config.access))
-    return jobs
+    retention schedule (the inbox's limit always, stored history's when one is set)."""
+    return [watch_storage(store, config.storage.check_seconds), run_retention(store, config)]
 
 
 async def serve(config: Config, adapters: list[str]) -> None:

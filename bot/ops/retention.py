@@ -1,7 +1,8 @@
-"""The retention limit: stored turns older than `access.retention_days` are deleted on a schedule.
+"""The retention limits, applied on a schedule: stored turns older than `access.retention_days` (if set), and
+inbox rows of answered messages older than `inbox.keep_days` (always: the inbox would grow without end).
 
-Each run that deletes something leaves an audit row (actor `system:retention`), like the admin commands do.
-A failed run is logged and retried at the next interval: the bot keeps answering either way.
+Each run that deletes turns leaves an audit row (actor `system:retention`), like the admin commands do. A
+failed run is logged and retried at the next interval: the bot keeps answering either way.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 
-from bot.config import AccessConfig
+from bot.config import AccessConfig, Config, InboxConfig
 from storage import AuditRecord, HistoryStore
 
 logger = logging.getLogger(__name__)
@@ -27,14 +28,24 @@ async def purge_expired(store: HistoryStore, settings: AccessConfig, now: dateti
     return await store.delete_turns_before(cutoff, audit=audit)
 
 
-async def run_retention(store: HistoryStore, settings: AccessConfig) -> None:
-    """Apply the retention limit now and then every `retention_check_minutes`, until cancelled."""
+async def prune_inbox(store: HistoryStore, settings: InboxConfig, now: datetime | None = None) -> int:
+    """Delete the inbox rows of answered (or given-up) messages older than `keep_days`; return how many."""
+    return await store.delete_inbox_before((now or datetime.now(UTC)) - timedelta(days=settings.keep_days))
+
+
+async def run_retention(store: HistoryStore, config: Config) -> None:
+    """Apply the retention limits now and then every `access.retention_check_minutes`, until cancelled."""
+    minutes = config.access.retention_check_minutes
     while True:
         try:
-            deleted = await purge_expired(store, settings)
+            deleted = await purge_expired(store, config.access)
             if deleted:
-                days = settings.retention_days
+                days = config.access.retention_days
                 logger.info("retention: deleted %d turns older than %g days", deleted, days)
+            pruned = await prune_inbox(store, config.inbox)
+            if pruned:
+                days = config.inbox.keep_days
+                logger.info("inbox: deleted %d rows of answered messages older than %g days", pruned, days)
         except Exception:
-            logger.exception("retention run failed; retrying in %g minutes", settings.retention_check_minutes)
-        await asyncio.sleep(settings.retention_check_minutes * 60)
+            logger.exception("retention run failed; retrying in %g minutes", minutes)
+        await asyncio.sleep(minutes * 60)

@@ -4,9 +4,12 @@ import asyncio
 import signal
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from bot.config import parse_config
+from bot.errors import ConfigError
 from bot.ops.app import background_jobs
-from bot.ops.retention import purge_expired
+from bot.ops.retention import prune_inbox, purge_expired
 from bot.ops.shutdown import StopSignals, serve_until_stopped
 from bot.testing import ScriptedGenerator as FakeGenerator
 from bot.testing import make_engine
@@ -57,9 +60,26 @@ async def test_the_bot_applies_retention_on_a_schedule_while_it_serves(store):
     assert entry.actor == "system:retention" and entry.detail == "2 turns deleted"
 
 
-def test_no_retention_schedule_runs_when_retention_is_off(store):
+def test_the_schedule_runs_with_retention_off_for_the_inbox(store):
     jobs = background_jobs(store, parse_config({}))
     names = [job.__name__ for job in jobs]
     for job in jobs:
         job.close()
-    assert names == ["watch_storage"]
+    assert names == ["watch_storage", "run_retention"]
+
+
+async def test_answered_inbox_rows_go_after_keep_days_and_history_stays(engine, store):
+    """The inbox would otherwise grow by a row per message for ever, retention off (the default) or not."""
+    await chat(engine, "hello")
+    waiting = await store.receive("discord", "still-waiting", "discord:1:10", "u2", "{}")
+    settings = parse_config({}).inbox
+    assert await prune_inbox(store, settings) == 0
+    later = datetime.now(UTC) + timedelta(days=settings.keep_days, minutes=1)
+    assert await prune_inbox(store, settings, now=later) == 1
+    assert [e.id for e in await store.inbox_entries()] == [waiting]  # not answered yet: kept
+    assert await store.count_turns("discord:1:10") == 2
+
+
+def test_inbox_rows_must_outlive_the_recovery_age():
+    with pytest.raises(ConfigError, match=r"inbox\.keep_days .* inbox\.recover_max_age_seconds"):
+        parse_config({"inbox": {"keep_days": 0.001, "recover_max_age_seconds": 600}})
