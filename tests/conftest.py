@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
@@ -28,6 +29,18 @@ def pytest_generate_tests(metafunc):
     sqlite_only = metafunc.definition.get_closest_marker("sqlite_only") is not None
     if in_storage and "db_url" in metafunc.fixturenames and not sqlite_only:
         metafunc.parametrize("db_backend", DB_BACKENDS, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was():
+    """Every test leaves the root logger as it found it. A test running the CLI (which sets up logging on
+    the stream pytest captures for that test only) would otherwise leave a handler on a closed stream, and a
+    later test's log line would end in "--- Logging error ---"."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(autouse=True)

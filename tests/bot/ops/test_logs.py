@@ -25,15 +25,6 @@ DB_PASSWORD = "s3cret-db-passw0rd"
 
 
 @pytest.fixture
-def restore_logging():
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
-@pytest.fixture
 def secrets_env(monkeypatch):
     monkeypatch.setenv("DISCORD_BOT_TOKEN", DISCORD_TOKEN)
     monkeypatch.setenv("SLACK_BOT_TOKEN", BOT_TOKEN)
@@ -44,7 +35,7 @@ def secrets_env(monkeypatch):
 
 @pytest.mark.parametrize("log_format", ["text", "json"])
 async def test_adapters_start_and_answer_at_debug_without_logging_a_secret(
-    log_format, secrets_env, restore_logging, store, fake_generator, monkeypatch, capsys
+    log_format, secrets_env, store, fake_generator, monkeypatch, capsys
 ):
     fake_discord = FakeDiscord(token=DISCORD_TOKEN)
     await fake_discord.start()
@@ -117,9 +108,7 @@ def test_a_database_url_without_a_password_stays_readable_in_logs(monkeypatch):
 
 
 @pytest.mark.parametrize("log_format", ["text", "json"])
-def test_library_logs_are_printed_once_in_our_format_with_secrets_blotted_out(
-    log_format, secrets_env, restore_logging, capfd
-):
+def test_library_logs_are_printed_once_in_our_format_with_secrets_blotted_out(log_format, secrets_env, capfd):
     """huggingface_hub (the hub's retries) and transformers print through handlers of their own on import;
     their records must come out once, through dialobot's handler: formatted, and redacted."""
     import huggingface_hub  # noqa: F401  # both install their own handlers on import
