@@ -245,33 +245,32 @@ class SqlHistoryStore:
         query = select(asked.id, reply_id).where(
             asked.author_id == author_id,
             asked.role == Role.USER.value,
-            or_(asked.channel_key == scope, asked.channel_key.startswith(f"{scope}:", autoescape=True)),
+            _in_scope(asked.channel_key, scope),
         )
         async with self._sessions.begin() as session:
             ids = sorted({i for row in (await session.execute(query)).all() for i in row if i is not None})
             for start in range(0, len(ids), DELETE_CHUNK):
                 chunk = ids[start : start + DELETE_CHUNK]
                 await session.execute(delete(MessageRow).where(MessageRow.id.in_(chunk)))
-            in_scope = or_(
-                InboxRow.channel_key == scope, InboxRow.channel_key.startswith(f"{scope}:", autoescape=True)
+            await _scrub_inbox(
+                session, (InboxRow.author_id == author_id) & _in_scope(InboxRow.channel_key, scope)
             )
-            await _scrub_inbox(session, (InboxRow.author_id == author_id) & in_scope)
             _add_audit(session, audit, f"{len(ids)} turns deleted")
         return len(ids)
 
     async def delete_inbox_before(self, cutoff: datetime) -> int:
         self._usable()
+        query = delete(InboxRow).where(
+            InboxRow.received_at < cutoff, InboxRow.state != InboxState.RECEIVED.value
+        )
         async with self._sessions.begin() as session:
-            return _rowcount(await session.execute(_finished_inbox_before(cutoff)))
+            return _rowcount(await session.execute(query))
 
     async def delete_turns_before(self, cutoff: datetime, audit: AuditRecord | None = None) -> int:
         self._usable()
         async with self._sessions.begin() as session:
             result = await session.execute(delete(MessageRow).where(MessageRow.created_at < cutoff))
             deleted = _rowcount(result)
-            # The inbox rows of that age too, once answered (or given up): a row is kept only so that a
-            # message delivered again is refused, which happens within minutes.
-            await session.execute(_finished_inbox_before(cutoff))
             if deleted:
                 _add_audit(session, audit, f"{deleted} turns deleted")
         return deleted
@@ -312,8 +311,9 @@ class SqlHistoryStore:
         await self._engine.dispose()
 
 
-def _finished_inbox_before(cutoff: datetime) -> Any:
-    return delete(InboxRow).where(InboxRow.received_at < cutoff, InboxRow.state != InboxState.RECEIVED.value)
+def _in_scope(channel_key: Any, scope: str) -> Any:
+    """`channel_key` is conversation-key prefix `scope` or lies under it, whole `:`-separated parts only."""
+    return or_(channel_key == scope, channel_key.startswith(f"{scope}:", autoescape=True))
 
 
 PERSONAL_FIELDS = {"text": "", "author_name": None}
@@ -330,9 +330,10 @@ async def _scrub_inbox(session: AsyncSession, where: Any) -> None:
         try:
             data = json.loads(message)
         except ValueError:
-            data = {}
-        if not isinstance(data, dict) or any(data.get(k, v) != v for k, v in PERSONAL_FIELDS.items()):
-            scrubbed = {**data, **PERSONAL_FIELDS} if isinstance(data, dict) else dict(PERSONAL_FIELDS)
+            data = None
+        data = data if isinstance(data, dict) else {}
+        scrubbed = {**data, **PERSONAL_FIELDS}
+        if scrubbed != data:  # not blanked before
             await session.execute(
                 update(InboxRow).where(InboxRow.id == row_id).values(message=json.dumps(scrubbed))
             )

@@ -98,8 +98,7 @@ class HistoryStore(Protocol):
         in their answered inbox rows there too."""
 
     async def delete_turns_before(self, cutoff: datetime, audit: AuditRecord | None = None) -> int:
-        """Delete every turn stored before `cutoff`, and the answered inbox rows received before it; `audit`
-        is recorded only if something was deleted."""
+        """Delete every turn stored before `cutoff`; `audit` is recorded only if something was deleted."""
 
     async def delete_inbox_before(self, cutoff: datetime) -> int:
         """Delete the inbox rows received before `cutoff` that are answered, failed or expired; return how

@@ -1,5 +1,6 @@
 """The retention limits, applied on a schedule: stored turns older than `access.retention_days` (if set), and
-inbox rows of answered messages older than `inbox.keep_days` (always: the inbox would grow without end).
+inbox rows of answered messages older than `inbox.keep_days`, or than the retention limit if shorter (always:
+the inbox would grow without end).
 
 Each run that deletes turns leaves an audit row (actor `system:retention`), like the admin commands do. A
 failed run is logged and retried at the next interval: the bot keeps answering either way.
@@ -11,7 +12,7 @@ import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 
-from bot.config import AccessConfig, Config, InboxConfig
+from bot.config import AccessConfig, Config
 from storage import AuditRecord, HistoryStore
 
 logger = logging.getLogger(__name__)
@@ -28,9 +29,11 @@ async def purge_expired(store: HistoryStore, settings: AccessConfig, now: dateti
     return await store.delete_turns_before(cutoff, audit=audit)
 
 
-async def prune_inbox(store: HistoryStore, settings: InboxConfig, now: datetime | None = None) -> int:
-    """Delete the inbox rows of answered (or given-up) messages older than `keep_days`; return how many."""
-    return await store.delete_inbox_before((now or datetime.now(UTC)) - timedelta(days=settings.keep_days))
+async def prune_inbox(store: HistoryStore, config: Config, now: datetime | None = None) -> int:
+    """Delete the inbox rows of answered (or given-up) messages older than `inbox.keep_days`, or than the
+    retention limit if that is shorter (a row holds the message's text until it goes); return how many."""
+    days = min(config.inbox.keep_days, config.access.retention_days or config.inbox.keep_days)
+    return await store.delete_inbox_before((now or datetime.now(UTC)) - timedelta(days=days))
 
 
 async def run_retention(store: HistoryStore, config: Config) -> None:
@@ -42,10 +45,9 @@ async def run_retention(store: HistoryStore, config: Config) -> None:
             if deleted:
                 days = config.access.retention_days
                 logger.info("retention: deleted %d turns older than %g days", deleted, days)
-            pruned = await prune_inbox(store, config.inbox)
+            pruned = await prune_inbox(store, config)
             if pruned:
-                days = config.inbox.keep_days
-                logger.info("inbox: deleted %d rows of answered messages older than %g days", pruned, days)
+                logger.info("inbox: deleted %d rows of answered messages", pruned)
         except Exception:
             logger.exception("retention run failed; retrying in %g minutes", minutes)
         await asyncio.sleep(minutes * 60)

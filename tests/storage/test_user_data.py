@@ -182,9 +182,13 @@ async def test_reset_blanks_the_channels_answered_inbox_rows(store):
 
 
 async def test_retention_deletes_answered_inbox_rows_of_that_age(store):
+    from bot.config import parse_config
+    from bot.ops.retention import prune_inbox
+
     await take_on(store, "discord:1:a", "alice", "answered")
     await take_on(store, "discord:1:a", "alice", "still waiting", answered=False)
-    await store.delete_turns_before(datetime.now(UTC) - timedelta(hours=1))
+    config = parse_config({"access": {"retention_days": 1}})  # shorter than inbox.keep_days
+    assert await prune_inbox(store, config, now=datetime.now(UTC) + timedelta(hours=1)) == 0
     assert len(await store.inbox_entries()) == 2  # nothing that old
-    await store.delete_turns_before(datetime.now(UTC) + timedelta(seconds=1))
+    assert await prune_inbox(store, config, now=datetime.now(UTC) + timedelta(days=1, seconds=1)) == 1
     assert list(await inbox_texts(store)) == ["discord:1:a:still waiting"]

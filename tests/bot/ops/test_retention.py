@@ -72,10 +72,10 @@ async def test_answered_inbox_rows_go_after_keep_days_and_history_stays(engine, 
     """The inbox would otherwise grow by a row per message for ever, retention off (the default) or not."""
     await chat(engine, "hello")
     waiting = await store.receive("discord", "still-waiting", "discord:1:10", "u2", "{}")
-    settings = parse_config({}).inbox
-    assert await prune_inbox(store, settings) == 0
-    later = datetime.now(UTC) + timedelta(days=settings.keep_days, minutes=1)
-    assert await prune_inbox(store, settings, now=later) == 1
+    config = parse_config({})
+    assert await prune_inbox(store, config) == 0
+    later = datetime.now(UTC) + timedelta(days=config.inbox.keep_days, minutes=1)
+    assert await prune_inbox(store, config, now=later) == 1
     assert [e.id for e in await store.inbox_entries()] == [waiting]  # not answered yet: kept
     assert await store.count_turns("discord:1:10") == 2
 
